@@ -1,0 +1,314 @@
+//! RabbitMQ adapter: topology, connections, confirmed publishing and dead-lettering.
+//!
+//! Topology, all durable, names under `amqp.prefix` (default `logfleet`):
+//!
+//! ```text
+//! producers ──► {prefix}.logs  (x-consistent-hash, routing key = episodeId)
+//!                  ├─► {prefix}.logs.p0 … p{N-1}   quorum, single active consumer,
+//!                  │                                x-delivery-limit, DLX {prefix}.logs.dlx
+//! ingest-worker ───┘ invalid message ─► {prefix}.logs.dlx (fanout) ─► {prefix}.logs.dlq
+//!               threshold event ─► {prefix}.archive (fanout) ─► {prefix}.archive.events
+//!                                    (DLX {prefix}.archive.dlx ─► {prefix}.archive.dlq)
+//! ```
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use crate::config::AmqpSettings;
+
+/// Header carrying the reason a message was dead-lettered by a worker.
+pub const REASON_HEADER: &str = "x-logfleet-reason";
+/// Header carrying when it was dead-lettered (RFC 3339).
+pub const FAILED_AT_HEADER: &str = "x-logfleet-failed-at";
+/// Header carrying the queue it was consumed from.
+pub const SOURCE_QUEUE_HEADER: &str = "x-logfleet-source-queue";
+/// Header carrying the routing key it was published with (the episodeId), for replay.
+pub const ROUTING_KEY_HEADER: &str = "x-logfleet-routing-key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    #[error("RabbitMQ: {0}")]
+    Lapin(#[from] lapin::Error),
+    #[error("RabbitMQ refused (nacked) a publish to {0}")]
+    Nacked(String),
+    #[error(
+        "RabbitMQ could not declare exchange {0} of type x-consistent-hash: enable the plugin with `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange`"
+    )]
+    MissingPlugin(String),
+}
+
+/// Names of every exchange and queue, derived from one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub logs_exchange: String,
+    pub partition_queues: Vec<String>,
+    pub dead_letter_exchange: String,
+    pub dead_letter_queue: String,
+    pub archive_exchange: String,
+    pub archive_queue: String,
+    pub archive_dead_letter_exchange: String,
+    pub archive_dead_letter_queue: String,
+    /// `x-delivery-limit` of the quorum queues.
+    pub delivery_limit: u32,
+}
+
+impl Topology {
+    pub fn new(s: &AmqpSettings) -> Self {
+        let p = &s.prefix;
+        Self {
+            logs_exchange: format!("{p}.logs"),
+            partition_queues: (0..s.partitions).map(|i| format!("{p}.logs.p{i}")).collect(),
+            dead_letter_exchange: format!("{p}.logs.dlx"),
+            dead_letter_queue: format!("{p}.logs.dlq"),
+            archive_exchange: format!("{p}.archive"),
+            archive_queue: format!("{p}.archive.events"),
+            archive_dead_letter_exchange: format!("{p}.archive.dlx"),
+            archive_dead_letter_queue: format!("{p}.archive.dlq"),
+            delivery_limit: s.delivery_limit,
+        }
+    }
+
+    /// Declares everything, idempotently. Safe to run from every worker at every start.
+    pub async fn declare(&self, conn: &Connection) -> Result<(), AmqpError> {
+        let ch = conn.create_channel().await?;
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        if let Err(e) = ch
+            .exchange_declare(
+                self.logs_exchange.as_str().into(),
+                ExchangeKind::Custom("x-consistent-hash".into()),
+                durable,
+                FieldTable::default(),
+            )
+            .await
+        {
+            tracing::error!(error = %e, exchange = %self.logs_exchange, "declaring the logs exchange failed");
+            return Err(AmqpError::MissingPlugin(self.logs_exchange.clone()));
+        }
+        for (ex, q) in [
+            (&self.dead_letter_exchange, &self.dead_letter_queue),
+            (&self.archive_dead_letter_exchange, &self.archive_dead_letter_queue),
+        ] {
+            ch.exchange_declare(ex.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default()).await?;
+            ch.queue_declare(q.as_str().into(), QueueDeclareOptions::durable(), quorum_args(None, None, false)).await?;
+            ch.queue_bind(q.as_str().into(), ex.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
+                .await?;
+        }
+        for q in &self.partition_queues {
+            let args = quorum_args(Some(&self.dead_letter_exchange), Some(self.delivery_limit), true);
+            ch.queue_declare(q.as_str().into(), QueueDeclareOptions::durable(), args).await?;
+            // Binding key of a consistent-hash exchange is the partition's weight.
+            ch.queue_bind(q.as_str().into(), self.logs_exchange.as_str().into(), "1".into(), QueueBindOptions::default(), FieldTable::default())
+                .await?;
+        }
+        ch.exchange_declare(self.archive_exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+            .await?;
+        let args = quorum_args(Some(&self.archive_dead_letter_exchange), Some(self.delivery_limit), false);
+        ch.queue_declare(self.archive_queue.as_str().into(), QueueDeclareOptions::durable(), args).await?;
+        ch.queue_bind(
+            self.archive_queue.as_str().into(),
+            self.archive_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        ch.close(200, "declared".into()).await?;
+        Ok(())
+    }
+}
+
+/// Arguments of a quorum queue; dead-lettering is at-least-once so nothing is lost on the way.
+fn quorum_args(dlx: Option<&str>, delivery_limit: Option<u32>, single_active: bool) -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    if let Some(dlx) = dlx {
+        t.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.into()));
+        t.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+        t.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    }
+    if let Some(limit) = delivery_limit {
+        t.insert("x-delivery-limit".into(), AMQPValue::LongInt(limit.min(i32::MAX as u32) as i32));
+    }
+    if single_active {
+        t.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    }
+    t
+}
+
+/// Opens a connection named `name` (visible in `rabbitmqctl list_connections name`).
+pub async fn connect(s: &AmqpSettings, name: &str) -> Result<Connection, AmqpError> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    Ok(Connection::connect(&s.url, props).await?)
+}
+
+/// Waits until a connection succeeds or `cancel` fires, backing off between attempts.
+pub async fn connect_with_retry(
+    s: &AmqpSettings,
+    name: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Option<Connection> {
+    let mut backoff = Backoff::new(s.reconnect_initial(), s.reconnect_max());
+    loop {
+        match connect(s, name).await {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                let wait = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "RabbitMQ connection failed");
+                tokio::select! {
+                    _ = cancel.cancelled() => return None,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+/// A channel in confirm mode: every publish returns only once the broker has the message.
+#[derive(Clone, Debug)]
+pub struct ConfirmedPublisher {
+    channel: Channel,
+}
+
+impl ConfirmedPublisher {
+    pub async fn open(conn: &Connection) -> Result<Self, AmqpError> {
+        let channel = conn.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self { channel })
+    }
+
+    /// Publishes persistently and waits for the broker's confirm.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), AmqpError> {
+        let props = props.with_delivery_mode(2);
+        let confirm = self
+            .channel
+            .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), body, props)
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Nack(_) => Err(AmqpError::Nacked(exchange.to_owned())),
+        }
+    }
+
+    /// Publishes a JSON body with a message id.
+    pub async fn publish_json(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        message_id: Option<&str>,
+    ) -> Result<(), AmqpError> {
+        let mut props = BasicProperties::default().with_content_type("application/json".into());
+        if let Some(id) = message_id {
+            props = props.with_message_id(id.into());
+        }
+        self.publish(exchange, routing_key, body, props).await
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+}
+
+/// Copies a delivery's properties and adds the dead-letter headers, for a republish to a DLX.
+pub fn dead_letter_properties(
+    original: &BasicProperties,
+    reason: &str,
+    source_queue: &str,
+    routing_key: &str,
+) -> BasicProperties {
+    let mut headers = original.headers().clone().unwrap_or_default();
+    let reason: String = reason.chars().take(1024).collect();
+    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(LongString::from(reason)));
+    headers.insert(
+        FAILED_AT_HEADER.into(),
+        AMQPValue::LongString(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into()),
+    );
+    headers.insert(SOURCE_QUEUE_HEADER.into(), AMQPValue::LongString(source_queue.into()));
+    headers.insert(ROUTING_KEY_HEADER.into(), AMQPValue::LongString(routing_key.into()));
+    original.clone().with_headers(headers)
+}
+
+/// A header's value as text, if it is a string.
+pub fn header_str<'a>(props: &'a BasicProperties, name: &str) -> Option<String> {
+    let h = props.headers().as_ref()?;
+    match h.inner().get(&ShortString::from(name))? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Exponential backoff with jitter, for reconnects and transient failures.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self { initial, max, current: initial }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let jitter = rand::random::<f64>() * 0.25 + 0.875;
+        let d = self.current.mul_f64(jitter);
+        self.current = (self.current * 2).min(self.max);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_prefix() {
+        let s = crate::config::Settings::load_from(None).unwrap();
+        let t = Topology::new(&s.amqp);
+        assert_eq!(t.logs_exchange, "logfleet.logs");
+        assert_eq!(t.dead_letter_queue, "logfleet.logs.dlq");
+        assert_eq!(t.partition_queues.len(), 8);
+        assert_eq!(t.partition_queues[7], "logfleet.logs.p7");
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let ds: Vec<_> = (0..5).map(|_| b.next_delay()).collect();
+        assert!(ds[0] <= Duration::from_millis(113));
+        assert!(ds[4] >= Duration::from_millis(349) && ds[4] <= Duration::from_millis(450));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(113));
+    }
+
+    #[test]
+    fn dead_letter_headers_keep_the_original_ones() {
+        let mut h = FieldTable::default();
+        h.insert("trace".into(), AMQPValue::LongString("t-1".into()));
+        let p = BasicProperties::default().with_message_id("m1".into()).with_headers(h);
+        let d = dead_letter_properties(&p, "invalid JSON", "q.p0", "ep-1");
+        assert_eq!(header_str(&d, REASON_HEADER).as_deref(), Some("invalid JSON"));
+        assert_eq!(header_str(&d, "trace").as_deref(), Some("t-1"));
+        assert_eq!(header_str(&d, ROUTING_KEY_HEADER).as_deref(), Some("ep-1"));
+        assert_eq!(d.message_id().as_ref().map(|s| s.as_str()), Some("m1"));
+    }
+}

@@ -1,0 +1,253 @@
+//! Layered configuration: `config/default.toml`, then an optional file named by
+//! `LOGFLEET_CONFIG`, then environment variables such as `LOGFLEET__MONGO__URI`
+//! (prefix `LOGFLEET`, sections separated by `__`).
+//!
+//! Secrets (passwords in the AMQP and MongoDB URIs, S3 keys) come from the environment only.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Built-in defaults: the same text as `config/default.toml`, compiled in so a binary runs
+/// from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// Everything a worker needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub amqp: AmqpSettings,
+    pub mongo: MongoSettings,
+    pub s3: S3Settings,
+    pub ingest: IngestSettings,
+    pub archive: ArchiveSettings,
+    pub limits: LimitsSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSettings {
+    /// Broker URL, `amqp://user:pass@host:port/vhost` (vhost `/` is `%2f`).
+    pub url: String,
+    /// Prefix of every exchange and queue name: `{prefix}.logs`, `{prefix}.logs.dlq`, ...
+    pub prefix: String,
+    /// Number of partition queues behind the consistent-hash exchange `{prefix}.logs`.
+    pub partitions: u16,
+    /// `x-delivery-limit` of the quorum queues: a message redelivered this often is dead-lettered.
+    pub delivery_limit: u32,
+    /// Seconds between reconnection attempts at first; doubles up to `reconnect_max_secs`.
+    pub reconnect_initial_secs: f64,
+    /// Longest wait between reconnection attempts, in seconds.
+    pub reconnect_max_secs: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoSettings {
+    /// Connection string, e.g. `mongodb://127.0.0.1:27017/?directConnection=true`.
+    pub uri: String,
+    /// Database holding the three collections.
+    pub database: String,
+    /// Collection of LogEntry documents.
+    pub log_entry_collection: String,
+    /// Collection of LogChunk documents.
+    pub log_chunk_collection: String,
+    /// Collection of LogMetadata documents.
+    pub log_metadata_collection: String,
+    /// Write concern `w`: `"majority"` or a number of nodes such as `"1"`.
+    pub write_concern: String,
+    /// Whether writes wait for the on-disk journal.
+    pub journal: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    /// Endpoint URL of an S3-compatible server; empty for AWS S3 itself.
+    pub endpoint: String,
+    /// Region name (any value for most S3-compatible servers).
+    pub region: String,
+    /// Bucket holding the chunks.
+    pub bucket: String,
+    /// Key prefix: chunks live at `{key_prefix}/{episodeId}/chunk-{chunkNumber:010}.jsonl.gz`.
+    pub key_prefix: String,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by MinIO and most local servers.
+    pub force_path_style: bool,
+    /// Create the bucket at start-up when it is missing.
+    pub create_bucket: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    /// Unacknowledged messages the broker may hand each partition consumer at once.
+    pub prefetch: u16,
+    /// Most logs written in one insertMany; a batch stops growing at this many logs.
+    pub max_batch_logs: usize,
+    /// Milliseconds to wait for more deliveries before writing a batch that is not full.
+    pub batch_linger_ms: u64,
+    /// Message ids remembered per episode for idempotency (the ledger window).
+    pub ledger_window: usize,
+    /// `archiveThreshold` given to a new episode's LogMetadata.
+    pub archive_threshold: i32,
+    /// `chunkSize` given to a new episode's LogMetadata.
+    pub chunk_size: i32,
+    /// Seconds allowed for in-flight work after a shutdown signal.
+    pub drain_deadline_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSettings {
+    /// Seconds an archive lock lasts unless renewed; a crashed worker's lock is taken over after.
+    pub lease_secs: u64,
+    /// Seconds between sweeps of LogMetadata for episodes at or over their threshold.
+    pub sweep_interval_secs: u64,
+    /// Episodes archived at the same time by one worker.
+    pub concurrency: usize,
+    /// gzip level of the chunks, 0-9.
+    pub gzip_level: u32,
+    /// Seconds a flush waits for in-flight logs (a gap in the sequence) before it is dead-lettered.
+    pub flush_wait_secs: u64,
+}
+
+/// Published limits of the producer contract.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// Largest message body, in bytes.
+    pub max_message_bytes: usize,
+    /// Most logs in one batch message.
+    pub max_logs_per_message: usize,
+    /// Longest `message` of one log, in bytes.
+    pub max_log_message_bytes: usize,
+    /// Deepest nesting of `metadata` (an object directly in `metadata` is level 2).
+    pub max_metadata_depth: usize,
+    /// Largest `metadata` of one log, in bytes of compact JSON.
+    pub max_metadata_bytes: usize,
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 4 * 1024 * 1024,
+            max_logs_per_message: 10_000,
+            max_log_message_bytes: 64 * 1024,
+            max_metadata_depth: 8,
+            max_metadata_bytes: 16 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// `human` or `json`.
+    pub format: String,
+    /// A tracing filter such as `info` or `logfleet=debug,info`; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Settings {
+    /// Loads the defaults, `LOGFLEET_CONFIG` (a TOML file) if set, then `LOGFLEET__*` variables.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var("LOGFLEET_CONFIG").ok();
+        Self::load_from(file.as_deref().map(Path::new))
+    }
+
+    pub fn load_from(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut b = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+        if let Some(f) = file {
+            b = b.add_source(config::File::from(f).required(true));
+        }
+        let settings: Settings = b
+            .add_source(
+                config::Environment::with_prefix("LOGFLEET")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: ranges and relations between settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.amqp.partitions == 0 {
+            return bad("amqp.partitions must be at least 1");
+        }
+        if self.amqp.prefix.is_empty() || self.amqp.prefix.contains(char::is_whitespace) {
+            return bad("amqp.prefix must be non-empty without spaces");
+        }
+        if self.ingest.prefetch == 0 || self.ingest.max_batch_logs == 0 {
+            return bad("ingest.prefetch and ingest.max_batch_logs must be at least 1");
+        }
+        if self.ingest.archive_threshold < 1 || self.ingest.chunk_size < 1 {
+            return bad("ingest.archive_threshold and ingest.chunk_size must be at least 1");
+        }
+        if self.ingest.ledger_window < usize::from(self.ingest.prefetch) {
+            return bad("ingest.ledger_window must be at least ingest.prefetch");
+        }
+        if self.archive.gzip_level > 9 {
+            return bad("archive.gzip_level must be 0-9");
+        }
+        if self.archive.lease_secs == 0 || self.archive.concurrency == 0 {
+            return bad("archive.lease_secs and archive.concurrency must be at least 1");
+        }
+        if !matches!(self.telemetry.format.as_str(), "human" | "json") {
+            return bad("telemetry.format must be human or json");
+        }
+        if self.mongo.write_concern != "majority" && self.mongo.write_concern.parse::<u32>().is_err() {
+            return bad("mongo.write_concern must be \"majority\" or a number");
+        }
+        Ok(())
+    }
+}
+
+impl AmqpSettings {
+    pub fn reconnect_initial(&self) -> Duration {
+        Duration::from_secs_f64(self.reconnect_initial_secs.max(0.01))
+    }
+    pub fn reconnect_max(&self) -> Duration {
+        Duration::from_secs_f64(self.reconnect_max_secs.max(self.reconnect_initial_secs).max(0.01))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse_and_match_the_schema_defaults() {
+        let s = Settings::load_from(None).unwrap();
+        assert_eq!(s.ingest.archive_threshold, crate::model::DEFAULT_ARCHIVE_THRESHOLD);
+        assert_eq!(s.ingest.chunk_size, crate::model::DEFAULT_CHUNK_SIZE);
+        assert_eq!(s.amqp.prefix, "logfleet");
+        assert_eq!(s.mongo.log_entry_collection, "LogEntry");
+        assert_eq!(s.limits, LimitsSettings::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("logfleet-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("extra.toml");
+        std::fs::write(&f, "[mongo]\nurl = \"typo\"\n").unwrap();
+        let e = Settings::load_from(Some(&f)).unwrap_err().to_string();
+        assert!(e.contains("unknown field"), "{e}");
+    }
+}

@@ -1,0 +1,441 @@
+//! The ingest-worker: RabbitMQ partition queues → MongoDB, exactly once, in order.
+//!
+//! Each partition queue has a single active consumer, so one worker handles an episode at a
+//! time, batch after batch, in publish order; other workers stand by and take over when it dies.
+//! For every batch:
+//!
+//! 1. decode each delivery; an invalid one is republished (with confirm) to the dead-letter
+//!    exchange with its reason in `x-logfleet-reason`;
+//! 2. number each episode's messages with the [`SequenceLedger`] and write the new LogMetadata
+//!    by compare-and-set: ranges and statistics change together or not at all;
+//! 3. insert the LogEntries with unordered insertMany; entries an earlier try already wrote are
+//!    refused by the unique [episodeId, sequenceNumber] index and counted as duplicates;
+//! 4. publish a threshold event (with confirm) when an episode's `currentLogs` reached its
+//!    `archiveThreshold`;
+//! 5. ack the batch, only now that everything it caused is durable.
+//!
+//! Any failure in 2-4 is retried with backoff, from step 2: every step is idempotent because a
+//! redelivered message finds its range in the ledger.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bson::DateTime;
+use bson::oid::ObjectId;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, message::Delivery};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::amqp::{self, AmqpError, Backoff, ConfirmedPublisher, Topology};
+use crate::config::Settings;
+use crate::domain::EpisodeId;
+use crate::ledger::{Plan, SequenceLedger};
+use crate::message::{self, LogMessage, MessageProperties};
+use crate::model::{LogEntry, LogMetadata};
+use crate::mongo::{MongoError, MongoStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Mongo(#[from] MongoError),
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
+    #[error("RabbitMQ consumer of {0} was cancelled by the broker")]
+    ConsumerEnded(String),
+    #[error("stopped by the fault plan at {0:?}")]
+    Crashed(IngestStep),
+}
+
+impl From<lapin::Error> for IngestError {
+    fn from(e: lapin::Error) -> Self {
+        IngestError::Amqp(e.into())
+    }
+}
+
+/// A point in the handling of a batch where a test may make the worker die.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestStep {
+    /// The ranges are reserved in LogMetadata; no entry is written yet.
+    AfterReserve,
+    /// The entries are written; the batch is not acked.
+    AfterInsert,
+}
+
+/// Makes the worker die, without acking, the `nth` time (1-based) a batch reaches `step`:
+/// its connection closes and its unacked messages go back to the queue.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultPlan {
+    pub step: IngestStep,
+    pub nth: usize,
+}
+
+/// Counters of one worker, readable while it runs.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// Messages acked after a successful write.
+    pub messages_acked: AtomicU64,
+    /// Logs written for the first time.
+    pub logs_inserted: AtomicU64,
+    /// Logs whose insert was refused as already written (redeliveries, duplicate publishes).
+    pub logs_duplicate: AtomicU64,
+    /// Messages sent to the dead-letter queue.
+    pub messages_dead_lettered: AtomicU64,
+    /// Deliveries flagged as redelivered by the broker.
+    pub messages_redelivered: AtomicU64,
+    /// Threshold events published.
+    pub threshold_events: AtomicU64,
+}
+
+/// Options beyond the configuration, for tests and embedding.
+#[derive(Debug, Clone, Default)]
+pub struct IngestOptions {
+    /// Name of the worker instance: RabbitMQ connection name and consumer tag prefix.
+    pub instance: Option<String>,
+    pub fault: Option<FaultPlan>,
+    pub stats: Arc<IngestStats>,
+}
+
+/// Runs an ingest-worker until `shutdown` resolves, then drains in-flight batches.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), IngestError> {
+    run_with(settings, IngestOptions::default(), shutdown).await
+}
+
+pub async fn run_with(
+    settings: Settings,
+    options: IngestOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), IngestError> {
+    let cancel = CancellationToken::new();
+    let drain = Duration::from_secs(settings.ingest.drain_deadline_secs);
+    let main = supervise(settings, options, cancel.clone());
+    tokio::pin!(main);
+    tokio::select! {
+        r = &mut main => return r,
+        _ = shutdown => {
+            tracing::info!(drain_deadline_secs = drain.as_secs(), "shutdown requested: stopping consumers, draining in-flight batches");
+            cancel.cancel();
+        }
+    }
+    match tokio::time::timeout(drain, main).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!("drain deadline passed; unacked messages return to their queues");
+            Ok(())
+        }
+    }
+}
+
+/// Shared state of one worker's consumers.
+struct Worker {
+    settings: Settings,
+    store: MongoStore,
+    topology: Topology,
+    ledger: SequenceLedger,
+    instance: String,
+    fault: Option<FaultPlan>,
+    /// How many batches reached the fault plan's step so far.
+    fault_hits: AtomicUsize,
+    stats: Arc<IngestStats>,
+}
+
+async fn supervise(settings: Settings, options: IngestOptions, cancel: CancellationToken) -> Result<(), IngestError> {
+    let store = MongoStore::connect(&settings.mongo).await?;
+    let mut backoff = Backoff::new(settings.amqp.reconnect_initial(), settings.amqp.reconnect_max());
+    while let Err(e) = store.ensure_indexes().await {
+        let wait = backoff.next_delay();
+        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MongoDB not ready; retrying");
+        tokio::select! { _ = cancel.cancelled() => return Ok(()), _ = tokio::time::sleep(wait) => {} }
+    }
+    let instance = options
+        .instance
+        .unwrap_or_else(|| format!("ingest-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let worker = Arc::new(Worker {
+        topology: Topology::new(&settings.amqp),
+        ledger: SequenceLedger { window: settings.ingest.ledger_window },
+        store,
+        instance,
+        fault: options.fault,
+        fault_hits: AtomicUsize::new(0),
+        stats: options.stats,
+        settings,
+    });
+    backoff.reset();
+    loop {
+        let Some(conn) = amqp::connect_with_retry(&worker.settings.amqp, &worker.instance, &cancel).await else {
+            return Ok(());
+        };
+        tracing::info!(instance = %worker.instance, "connected to RabbitMQ");
+        let result = session(&worker, &conn, &cancel).await;
+        let _ = conn.close(200, "bye".into()).await;
+        match result {
+            Ok(()) => return Ok(()),
+            Err(e @ IngestError::Crashed(_)) => return Err(e),
+            Err(e) => {
+                let wait = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "ingest session ended; reconnecting");
+                tokio::select! { _ = cancel.cancelled() => return Ok(()), _ = tokio::time::sleep(wait) => {} }
+            }
+        }
+    }
+}
+
+/// One connection's life: declare the topology, consume every partition queue.
+async fn session(worker: &Arc<Worker>, conn: &Connection, cancel: &CancellationToken) -> Result<(), IngestError> {
+    worker.topology.declare(conn).await?;
+    let publisher = ConfirmedPublisher::open(conn).await?;
+    let stop = cancel.child_token();
+    let mut tasks = JoinSet::new();
+    for queue in &worker.topology.partition_queues {
+        let channel = conn.create_channel().await?;
+        tasks.spawn(consume_partition(worker.clone(), channel, publisher.clone(), queue.clone(), stop.clone()));
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let r = joined.unwrap_or_else(|e| Err(IngestError::ConsumerEnded(format!("partition task panicked: {e}"))));
+        if let Err(e) = r {
+            stop.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn consume_partition(
+    worker: Arc<Worker>,
+    channel: Channel,
+    publisher: ConfirmedPublisher,
+    queue: String,
+    stop: CancellationToken,
+) -> Result<(), IngestError> {
+    let prefetch = worker.settings.ingest.prefetch;
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+    let tag = format!("{}-{}", worker.instance, queue);
+    let mut consumer = channel
+        .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    let linger = Duration::from_millis(worker.settings.ingest.batch_linger_ms);
+    // Each partition holds its own episodes, so its LogMetadata cache needs no lock.
+    let mut cache: HashMap<EpisodeId, LogMetadata> = HashMap::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(()),
+            d = consumer.next() => d,
+        };
+        let mut batch = vec![next_delivery(first, &queue)?];
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < usize::from(prefetch) {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(d) => batch.push(next_delivery(d, &queue)?),
+                Err(_) => break,
+            }
+        }
+        match handle_batch(&worker, &publisher, &queue, &batch, &mut cache, &stop).await? {
+            BatchOutcome::Done => {
+                let last = batch.last().map(|d| d.delivery_tag).unwrap_or_default();
+                channel.basic_ack(last, BasicAckOptions { multiple: true }).await?;
+                worker.stats.messages_acked.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            // Shutdown while retrying: leave the batch unacked; it returns to the queue.
+            BatchOutcome::Abandoned => return Ok(()),
+        }
+    }
+}
+
+fn next_delivery(d: Option<lapin::Result<Delivery>>, queue: &str) -> Result<Delivery, IngestError> {
+    match d {
+        Some(Ok(d)) => Ok(d),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(IngestError::ConsumerEnded(queue.to_owned())),
+    }
+}
+
+enum BatchOutcome {
+    Done,
+    Abandoned,
+}
+
+async fn handle_batch(
+    worker: &Worker,
+    publisher: &ConfirmedPublisher,
+    queue: &str,
+    batch: &[Delivery],
+    cache: &mut HashMap<EpisodeId, LogMetadata>,
+    stop: &CancellationToken,
+) -> Result<BatchOutcome, IngestError> {
+    let mut valid = Vec::with_capacity(batch.len());
+    for d in batch {
+        if d.redelivered {
+            worker.stats.messages_redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+        let props = MessageProperties {
+            message_id: d.properties.message_id().as_ref().map(|s| s.as_str()),
+            content_type: d.properties.content_type().as_ref().map(|s| s.as_str()),
+            content_encoding: d.properties.content_encoding().as_ref().map(|s| s.as_str()),
+        };
+        match message::decode(&d.data, props, &worker.settings.limits) {
+            Ok(m) => valid.push(m),
+            Err(reason) => {
+                let reason = reason.to_string();
+                tracing::warn!(queue, routing_key = %d.routing_key, %reason, bytes = d.data.len(), "dead-lettering invalid message");
+                let props = amqp::dead_letter_properties(&d.properties, &reason, queue, d.routing_key.as_str());
+                publisher
+                    .publish(&worker.topology.dead_letter_exchange, d.routing_key.as_str(), &d.data, props)
+                    .await?;
+                worker.stats.messages_dead_lettered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if valid.is_empty() {
+        return Ok(BatchOutcome::Done);
+    }
+    // Group by episode, keeping delivery order inside each episode.
+    let mut groups: Vec<(EpisodeId, Vec<&LogMessage>)> = Vec::new();
+    for m in &valid {
+        match groups.iter_mut().find(|(ep, _)| *ep == m.episode_id) {
+            Some((_, msgs)) => msgs.push(m),
+            None => groups.push((m.episode_id.clone(), vec![m])),
+        }
+    }
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        match write_batch(worker, &groups, cache).await {
+            Ok(events) => {
+                for ep in events {
+                    let body = serde_json::json!({"episodeId": ep.as_str(), "kind": "threshold"}).to_string();
+                    let id = uuid::Uuid::new_v4().to_string();
+                    publisher
+                        .publish_json(&worker.topology.archive_exchange, ep.as_str(), body.as_bytes(), Some(&id))
+                        .await?;
+                    worker.stats.threshold_events.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(episode = %ep, "threshold reached: archive event published");
+                }
+                return Ok(BatchOutcome::Done);
+            }
+            Err(e @ IngestError::Crashed(_)) => return Err(e),
+            Err(e) => {
+                cache.clear();
+                let wait = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "batch write failed; retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(BatchOutcome::Abandoned),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Steps 2-3 of a batch. Returns the episodes that need a threshold event.
+async fn write_batch(
+    worker: &Worker,
+    groups: &[(EpisodeId, Vec<&LogMessage>)],
+    cache: &mut HashMap<EpisodeId, LogMetadata>,
+) -> Result<Vec<EpisodeId>, IngestError> {
+    let now = DateTime::now();
+    let mut entries = Vec::new();
+    let mut replayed = Vec::new();
+    let mut events = Vec::new();
+    for (ep, msgs) in groups {
+        let plan = reserve(worker, ep, msgs, cache, now).await?;
+        let archived = plan.updated.archived_logs;
+        for (msg, a) in msgs.iter().zip(&plan.assignments) {
+            for (k, log) in msg.logs.iter().enumerate() {
+                let seq = a.first_sequence + k as i64;
+                // A replayed log below archivedLogs is in S3 already: writing it again would
+                // bring back an entry the archive-worker deleted.
+                if !a.fresh && seq < archived {
+                    continue;
+                }
+                entries.push(LogEntry {
+                    id: ObjectId::new(),
+                    episode_id: ep.clone(),
+                    timestamp: log.timestamp,
+                    level: log.level,
+                    message: log.message.clone(),
+                    metadata: log.metadata.clone(),
+                    sequence_number: seq,
+                    created_at: now,
+                });
+            }
+        }
+        let threshold = i64::from(plan.updated.archive_threshold);
+        if plan.has_replays() {
+            replayed.push((ep, plan.assignments.iter().filter(|a| !a.fresh).map(|a| a.first_sequence).min()));
+        }
+        if plan.crossed_threshold || (plan.has_replays() && plan.updated.current_logs >= threshold) {
+            events.push(ep.clone());
+        }
+    }
+    worker.fault_point(IngestStep::AfterReserve)?;
+    for slice in entries.chunks(worker.settings.ingest.max_batch_logs) {
+        let out = worker.store.insert_entries(slice).await?;
+        worker.stats.logs_inserted.fetch_add(out.inserted as u64, Ordering::Relaxed);
+        worker.stats.logs_duplicate.fetch_add(out.duplicates as u64, Ordering::Relaxed);
+    }
+    worker.fault_point(IngestStep::AfterInsert)?;
+    // A replayed entry may have been archived and deleted between our read of archivedLogs and
+    // our insert; if so, the insert brought it back and it must go again.
+    for (ep, lowest) in replayed {
+        let fresh = worker.store.metadata_of(ep).await?;
+        if let (Some(m), Some(lowest)) = (fresh, lowest) {
+            if lowest < m.archived_logs {
+                worker.store.delete_entries_below(ep, m.archived_logs).await?;
+            }
+            cache.insert(ep.clone(), m);
+        }
+    }
+    Ok(events)
+}
+
+/// Numbers one episode's messages and writes the ledger by compare-and-set, retrying on conflict.
+async fn reserve(
+    worker: &Worker,
+    ep: &EpisodeId,
+    msgs: &[&LogMessage],
+    cache: &mut HashMap<EpisodeId, LogMetadata>,
+    now: DateTime,
+) -> Result<Plan, IngestError> {
+    loop {
+        let current = match cache.remove(ep) {
+            Some(m) => m,
+            None => {
+                let s = &worker.settings.ingest;
+                worker.store.metadata_or_create(ep, s.archive_threshold, s.chunk_size).await?
+            }
+        };
+        let plan = worker.ledger.plan(&current, msgs, now);
+        if worker.store.replace_metadata(current.version, &plan.updated).await? {
+            if cache.len() >= 10_000 {
+                cache.clear();
+            }
+            cache.insert(ep.clone(), plan.updated.clone());
+            return Ok(plan);
+        }
+        tracing::debug!(episode = %ep, "LogMetadata changed under us; re-reading");
+    }
+}
+
+impl Worker {
+    fn fault_point(&self, step: IngestStep) -> Result<(), IngestError> {
+        match self.fault {
+            Some(f) if f.step == step => {
+                let hits = self.fault_hits.fetch_add(1, Ordering::SeqCst) + 1;
+                if hits == f.nth {
+                    tracing::warn!(?step, "fault plan: dying here");
+                    return Err(IngestError::Crashed(step));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The three stored models of `log-schema.txt`, as they are encoded in BSON.
+//!
+//! Field names are the schema's, with `id` stored as `_id`. BigInt is Int64, Int is Int32,
+//! DateTime a BSON datetime, Json an embedded document. LogMetadata also carries the fields of
+//! the ingest ledger and of the archive lease (see [`LogMetadata`]); they are extra fields, not
+//! renamed ones, so the schema's fields stay exactly as specified.
+
+use bson::oid::ObjectId;
+use bson::{DateTime, Document};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{EpisodeId, LogLevel};
+
+/// Default of `LogMetadata.archiveThreshold`.
+pub const DEFAULT_ARCHIVE_THRESHOLD: i32 = 50_000;
+/// Default of `LogMetadata.chunkSize`.
+pub const DEFAULT_CHUNK_SIZE: i32 = 50_000;
+
+/// Fixed part of [`entry_size`]: `_id`, the two datetimes, `sequenceNumber`, field names, type
+/// tags and length prefixes of a LogEntry's BSON encoding.
+pub const ENTRY_FIXED_BYTES: i64 = 128;
+
+/// The size measure behind `currentMongoBytes`: the logical size of one stored LogEntry.
+///
+/// It is `128 + len(episodeId) + len(level) + len(message) + len(metadata as compact JSON)`,
+/// which tracks the entry's BSON size within a few percent. It depends only on the content a
+/// producer sent, so the ingest-worker (which adds it) and the archive-worker (which subtracts it
+/// from what it reads back) always agree, whatever integer widths the server returns.
+pub fn entry_size(episode_id: &str, level: LogLevel, message: &str, metadata_json_len: usize) -> i64 {
+    ENTRY_FIXED_BYTES
+        + episode_id.len() as i64
+        + level.as_str().len() as i64
+        + message.len() as i64
+        + metadata_json_len as i64
+}
+
+/// One log line in MongoDB (collection `LogEntry`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEntry {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    pub episode_id: EpisodeId,
+    pub timestamp: DateTime,
+    pub level: LogLevel,
+    pub message: String,
+    /// Absent when the producer sent none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Document>,
+    pub sequence_number: i64,
+    pub created_at: DateTime,
+}
+
+impl LogEntry {
+    /// [`entry_size`] of this entry.
+    pub fn size(&self) -> i64 {
+        let meta_len = self
+            .metadata
+            .as_ref()
+            .map(|m| serde_json::to_vec(&crate::chunk::metadata_to_json(m)).map(|v| v.len()).unwrap_or(0))
+            .unwrap_or(0);
+        entry_size(self.episode_id.as_str(), self.level, &self.message, meta_len)
+    }
+}
+
+/// One archived chunk in S3 (collection `LogChunk`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogChunk {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    pub episode_id: EpisodeId,
+    pub chunk_number: i32,
+    pub start_sequence: i64,
+    pub end_sequence: i64,
+    pub start_time: DateTime,
+    pub end_time: DateTime,
+    pub log_count: i32,
+    /// The S3 key of the chunk object.
+    pub src: String,
+    pub size_bytes: i64,
+    pub created_at: DateTime,
+    pub last_accessed: DateTime,
+}
+
+/// One entry of the ingest ledger: the sequence range a message was given on its first try.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEntry {
+    pub message_id: String,
+    pub first_sequence: i64,
+    pub log_count: i64,
+}
+
+/// The archive lock's lease: who holds `isArchiving`, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveLease {
+    /// Instance id of the archive-worker that holds the lock.
+    pub owner: String,
+    /// After this instant another archive-worker may take the lock over.
+    pub expires_at: DateTime,
+}
+
+/// Per-episode statistics and archival state (collection `LogMetadata`).
+///
+/// Besides the schema's fields it carries three of its own:
+/// - `version`: bumped by every write. Every writer replaces the document only if the version it
+///   read is still there (compare-and-set), so concurrent writers never lose each other's changes.
+/// - `recentMessages`: the ingest ledger, the last `ingest.ledger_window` message ids of the
+///   episode with the sequence range each got.
+/// - `archiveLease`: owner and expiry of the lock that `isArchiving` flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogMetadata {
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    pub episode_id: EpisodeId,
+    pub total_logs: i64,
+    pub current_logs: i64,
+    pub archived_logs: i64,
+    pub total_chunks: i32,
+    pub next_sequence_number: i64,
+    pub first_log_at: Option<DateTime>,
+    pub last_log_at: Option<DateTime>,
+    pub current_mongo_bytes: i64,
+    pub archived_s3_bytes: i64,
+    /// Count per level, as Int64, for every level seen so far.
+    pub level_counts: Option<Document>,
+    pub archive_threshold: i32,
+    pub chunk_size: i32,
+    pub is_archiving: bool,
+    pub last_archived_at: Option<DateTime>,
+    pub updated_at: DateTime,
+    #[serde(default)]
+    pub version: i64,
+    #[serde(default)]
+    pub recent_messages: Vec<LedgerEntry>,
+    #[serde(default)]
+    pub archive_lease: Option<ArchiveLease>,
+}
+
+impl LogMetadata {
+    /// A new episode's document, with every default of the schema.
+    pub fn new(episode_id: EpisodeId, archive_threshold: i32, chunk_size: i32, now: DateTime) -> Self {
+        Self {
+            id: ObjectId::new(),
+            episode_id,
+            total_logs: 0,
+            current_logs: 0,
+            archived_logs: 0,
+            total_chunks: 0,
+            next_sequence_number: 0,
+            first_log_at: None,
+            last_log_at: None,
+            current_mongo_bytes: 0,
+            archived_s3_bytes: 0,
+            level_counts: None,
+            archive_threshold,
+            chunk_size,
+            is_archiving: false,
+            last_archived_at: None,
+            updated_at: now,
+            version: 0,
+            recent_messages: Vec::new(),
+            archive_lease: None,
+        }
+    }
+
+    /// Count of one level in `levelCounts`, whatever integer width the server returned.
+    pub fn level_count(&self, level: LogLevel) -> i64 {
+        self.level_counts
+            .as_ref()
+            .and_then(|d| d.get(level.as_str()))
+            .and_then(|b| match b {
+                bson::Bson::Int64(v) => Some(*v),
+                bson::Bson::Int32(v) => Some(i64::from(*v)),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
+    /// Adds `n` to one level's count, stored as Int64.
+    pub fn add_level_count(&mut self, level: LogLevel, n: i64) {
+        let current = self.level_count(level);
+        self.level_counts
+            .get_or_insert_with(Document::new)
+            .insert(level.as_str(), current + n);
+    }
+
+    /// Re-encodes every level count as Int64 (a server may hand small ones back as Int32).
+    pub fn normalize_level_counts(&mut self) {
+        if let Some(doc) = self.level_counts.take() {
+            let mut out = Document::new();
+            for level in LogLevel::ALL {
+                if doc.contains_key(level.as_str()) {
+                    let v = match doc.get(level.as_str()) {
+                        Some(bson::Bson::Int64(v)) => *v,
+                        Some(bson::Bson::Int32(v)) => i64::from(*v),
+                        _ => 0,
+                    };
+                    out.insert(level.as_str(), v);
+                }
+            }
+            self.level_counts = Some(out);
+        }
+    }
+
+    /// Whether the archive lock is held by someone whose lease has not run out at `now`.
+    pub fn lock_held_at(&self, now: DateTime) -> bool {
+        self.is_archiving && self.archive_lease.as_ref().is_some_and(|l| l.expires_at > now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::{Bson, doc};
+
+    fn ep() -> EpisodeId {
+        EpisodeId::parse("ep-1").unwrap()
+    }
+
+    fn type_of(d: &Document, k: &str) -> bson::spec::ElementType {
+        d.get(k).unwrap_or_else(|| panic!("missing field {k}")).element_type()
+    }
+
+    #[test]
+    fn log_entry_bson_types() {
+        use bson::spec::ElementType as T;
+        let e = LogEntry {
+            id: ObjectId::new(),
+            episode_id: ep(),
+            timestamp: DateTime::from_millis(1),
+            level: LogLevel::Info,
+            message: "m".into(),
+            metadata: Some(doc! {"k": 1_i64}),
+            sequence_number: 3,
+            created_at: DateTime::now(),
+        };
+        let d = bson::to_document(&e).unwrap();
+        let keys: Vec<_> = d.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["_id", "episodeId", "timestamp", "level", "message", "metadata", "sequenceNumber", "createdAt"]);
+        assert_eq!(type_of(&d, "_id"), T::ObjectId);
+        assert_eq!(type_of(&d, "episodeId"), T::String);
+        assert_eq!(type_of(&d, "timestamp"), T::DateTime);
+        assert_eq!(type_of(&d, "level"), T::String);
+        assert_eq!(d.get_str("level").unwrap(), "info");
+        assert_eq!(type_of(&d, "message"), T::String);
+        assert_eq!(type_of(&d, "metadata"), T::EmbeddedDocument);
+        assert_eq!(type_of(&d, "sequenceNumber"), T::Int64);
+        assert_eq!(type_of(&d, "createdAt"), T::DateTime);
+        let back: LogEntry = bson::from_document(d).unwrap();
+        assert_eq!(back, e);
+        let no_meta = LogEntry { metadata: None, ..e };
+        assert!(!bson::to_document(&no_meta).unwrap().contains_key("metadata"));
+    }
+
+    #[test]
+    fn log_chunk_bson_types() {
+        use bson::spec::ElementType as T;
+        let c = LogChunk {
+            id: ObjectId::new(),
+            episode_id: ep(),
+            chunk_number: 2,
+            start_sequence: 100,
+            end_sequence: 149,
+            start_time: DateTime::from_millis(5),
+            end_time: DateTime::from_millis(9),
+            log_count: 50,
+            src: "logs/ep-1/chunk-0000000002.jsonl.gz".into(),
+            size_bytes: 1234,
+            created_at: DateTime::now(),
+            last_accessed: DateTime::now(),
+        };
+        let d = bson::to_document(&c).unwrap();
+        for (k, t) in [
+            ("_id", T::ObjectId),
+            ("episodeId", T::String),
+            ("chunkNumber", T::Int32),
+            ("startSequence", T::Int64),
+            ("endSequence", T::Int64),
+            ("startTime", T::DateTime),
+            ("endTime", T::DateTime),
+            ("logCount", T::Int32),
+            ("src", T::String),
+            ("sizeBytes", T::Int64),
+            ("createdAt", T::DateTime),
+            ("lastAccessed", T::DateTime),
+        ] {
+            assert_eq!(type_of(&d, k), t, "{k}");
+        }
+        assert_eq!(d.len(), 12);
+    }
+
+    #[test]
+    fn log_metadata_defaults_and_bson_types() {
+        use bson::spec::ElementType as T;
+        let mut m = LogMetadata::new(ep(), DEFAULT_ARCHIVE_THRESHOLD, DEFAULT_CHUNK_SIZE, DateTime::now());
+        let d = bson::to_document(&m).unwrap();
+        for (k, t) in [
+            ("_id", T::ObjectId),
+            ("episodeId", T::String),
+            ("totalLogs", T::Int64),
+            ("currentLogs", T::Int64),
+            ("archivedLogs", T::Int64),
+            ("totalChunks", T::Int32),
+            ("nextSequenceNumber", T::Int64),
+            ("firstLogAt", T::Null),
+            ("lastLogAt", T::Null),
+            ("currentMongoBytes", T::Int64),
+            ("archivedS3Bytes", T::Int64),
+            ("levelCounts", T::Null),
+            ("archiveThreshold", T::Int32),
+            ("chunkSize", T::Int32),
+            ("isArchiving", T::Boolean),
+            ("lastArchivedAt", T::Null),
+            ("updatedAt", T::DateTime),
+            ("version", T::Int64),
+        ] {
+            assert_eq!(type_of(&d, k), t, "{k}");
+        }
+        assert_eq!(d.get_i32("archiveThreshold").unwrap(), 50_000);
+        assert_eq!(d.get_i32("chunkSize").unwrap(), 50_000);
+        assert_eq!(d.get_i64("totalLogs").unwrap(), 0);
+        assert!(!d.get_bool("isArchiving").unwrap());
+
+        m.first_log_at = Some(DateTime::from_millis(1));
+        m.add_level_count(LogLevel::Info, 2);
+        m.add_level_count(LogLevel::Info, 3);
+        let d = bson::to_document(&m).unwrap();
+        assert_eq!(type_of(&d, "firstLogAt"), T::DateTime);
+        assert_eq!(d.get_document("levelCounts").unwrap(), &doc! {"info": 5_i64});
+        assert_eq!(type_of(d.get_document("levelCounts").unwrap(), "info"), T::Int64);
+    }
+
+    #[test]
+    fn metadata_reads_int32_counters_from_a_server_that_narrows_them() {
+        let m = LogMetadata::new(ep(), 10, 10, DateTime::now());
+        let mut d = bson::to_document(&m).unwrap();
+        d.insert("totalLogs", Bson::Int32(7));
+        d.insert("levelCounts", doc! {"warn": 3_i32});
+        let mut back: LogMetadata = bson::from_document(d).unwrap();
+        assert_eq!(back.total_logs, 7);
+        assert_eq!(back.level_count(LogLevel::Warn), 3);
+        back.normalize_level_counts();
+        assert_eq!(back.level_counts.unwrap().get("warn"), Some(&Bson::Int64(3)));
+    }
+
+    #[test]
+    fn entry_size_is_the_documented_formula() {
+        assert_eq!(entry_size("ep", LogLevel::Info, "hello", 0), 128 + 2 + 4 + 5);
+        assert_eq!(entry_size("ep", LogLevel::Debug, "", 7), 128 + 2 + 5 + 7);
+    }
+}
