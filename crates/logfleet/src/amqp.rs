@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! producers ──► {prefix}.logs  (x-consistent-hash, routing key = episodeId)
-//!                  ├─► {prefix}.logs.p0 … p{N-1}   quorum, single active consumer,
-//!                  │                                x-delivery-limit, DLX {prefix}.logs.dlx
+//!                  ├─► {prefix}.logs.p0 … p{N-1}   classic (or quorum) queues, each with
+//!                  │                                one exclusive consumer, DLX {prefix}.logs.dlx
 //! ingest-worker ───┘ invalid message ─► {prefix}.logs.dlx (fanout) ─► {prefix}.logs.dlq
 //!               threshold event ─► {prefix}.archive (fanout) ─► {prefix}.archive.events
 //!                                    (DLX {prefix}.archive.dlx ─► {prefix}.archive.dlq)
@@ -56,6 +56,8 @@ pub struct Topology {
     pub archive_dead_letter_queue: String,
     /// `x-delivery-limit` of the quorum queues.
     pub delivery_limit: u32,
+    /// `classic` or `quorum` (see `amqp.partition_queue_type`).
+    pub partition_queue_type: String,
 }
 
 impl Topology {
@@ -71,6 +73,7 @@ impl Topology {
             archive_dead_letter_exchange: format!("{p}.archive.dlx"),
             archive_dead_letter_queue: format!("{p}.archive.dlq"),
             delivery_limit: s.delivery_limit,
+            partition_queue_type: s.partition_queue_type.clone(),
         }
     }
 
@@ -95,12 +98,16 @@ impl Topology {
             (&self.archive_dead_letter_exchange, &self.archive_dead_letter_queue),
         ] {
             ch.exchange_declare(ex.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default()).await?;
-            ch.queue_declare(q.as_str().into(), QueueDeclareOptions::durable(), quorum_args(None, None, false)).await?;
+            ch.queue_declare(q.as_str().into(), QueueDeclareOptions::durable(), quorum_args(None, None)).await?;
             ch.queue_bind(q.as_str().into(), ex.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
                 .await?;
         }
         for q in &self.partition_queues {
-            let args = quorum_args(Some(&self.dead_letter_exchange), Some(self.delivery_limit), true);
+            let args = if self.partition_queue_type == "quorum" {
+                quorum_args(Some(&self.dead_letter_exchange), Some(self.delivery_limit))
+            } else {
+                classic_partition_args(&self.dead_letter_exchange)
+            };
             ch.queue_declare(q.as_str().into(), QueueDeclareOptions::durable(), args).await?;
             // Binding key of a consistent-hash exchange is the partition's weight.
             ch.queue_bind(q.as_str().into(), self.logs_exchange.as_str().into(), "1".into(), QueueBindOptions::default(), FieldTable::default())
@@ -108,7 +115,7 @@ impl Topology {
         }
         ch.exchange_declare(self.archive_exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
             .await?;
-        let args = quorum_args(Some(&self.archive_dead_letter_exchange), Some(self.delivery_limit), false);
+        let args = quorum_args(Some(&self.archive_dead_letter_exchange), Some(self.delivery_limit));
         ch.queue_declare(self.archive_queue.as_str().into(), QueueDeclareOptions::durable(), args).await?;
         ch.queue_bind(
             self.archive_queue.as_str().into(),
@@ -124,7 +131,7 @@ impl Topology {
 }
 
 /// Arguments of a quorum queue; dead-lettering is at-least-once so nothing is lost on the way.
-fn quorum_args(dlx: Option<&str>, delivery_limit: Option<u32>, single_active: bool) -> FieldTable {
+fn quorum_args(dlx: Option<&str>, delivery_limit: Option<u32>) -> FieldTable {
     let mut t = FieldTable::default();
     t.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
     if let Some(dlx) = dlx {
@@ -135,10 +142,64 @@ fn quorum_args(dlx: Option<&str>, delivery_limit: Option<u32>, single_active: bo
     if let Some(limit) = delivery_limit {
         t.insert("x-delivery-limit".into(), AMQPValue::LongInt(limit.min(i32::MAX as u32) as i32));
     }
-    if single_active {
-        t.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-    }
     t
+}
+
+/// Arguments of a classic partition queue: a dead-letter exchange. One owner at a time comes
+/// from exclusive consumption (see [`consume_exclusive`]), not from `x-single-active-consumer`,
+/// whose classic-queue code path crashes the queue process in RabbitMQ 3.10 (seen in tests).
+fn classic_partition_args(dlx: &str) -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert("x-queue-type".into(), AMQPValue::LongString("classic".into()));
+    t.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.into()));
+    t
+}
+
+/// Whether an error is the broker's ACCESS_REFUSED (403): another consumer owns the queue.
+pub fn is_access_refused(e: &lapin::Error) -> bool {
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(p)
+            if matches!(p.kind(), lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::ACCESSREFUSED))
+    )
+}
+
+/// Becomes the exclusive consumer of `queue`, waiting as a standby while another consumer owns
+/// it: the broker refuses a second exclusive consumer, so this retries every `poll` until the
+/// owner goes away (its unacked messages then return to their places in the queue) or `cancel`
+/// fires (then `None`).
+pub async fn consume_exclusive(
+    conn: &Connection,
+    queue: &str,
+    tag: &str,
+    prefetch: u16,
+    poll: Duration,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<Option<(Channel, lapin::Consumer)>, AmqpError> {
+    use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+    let mut announced = false;
+    loop {
+        let channel = conn.create_channel().await?;
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
+        let opts = BasicConsumeOptions { exclusive: true, ..Default::default() };
+        match channel.basic_consume(queue.into(), tag.into(), opts, FieldTable::default()).await {
+            Ok(consumer) => {
+                tracing::info!(queue, "now the consumer of this partition");
+                return Ok(Some((channel, consumer)));
+            }
+            Err(e) if is_access_refused(&e) => {
+                if !announced {
+                    tracing::info!(queue, "partition owned by another worker; standing by");
+                    announced = true;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
 }
 
 /// Opens a connection named `name` (visible in `rabbitmqctl list_connections name`).

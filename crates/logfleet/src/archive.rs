@@ -473,45 +473,57 @@ async fn supervise(settings: Settings, options: ArchiveOptions, cancel: Cancella
         archiver.stats = stats;
     }
     let archiver = Arc::new(archiver);
-    let sweeper = tokio::spawn(sweep_loop(archiver.clone(), settings.archive.clone(), cancel.clone()));
+    let mut sweeper = tokio::spawn(sweep_loop(archiver.clone(), settings.archive.clone(), cancel.clone()));
     let topology = Topology::new(&settings.amqp);
     backoff.reset();
-    let result = loop {
-        let Some(conn) = amqp::connect_with_retry(&settings.amqp, &instance, &cancel).await else {
-            break Ok(());
-        };
-        let r = consume_events(&archiver, &settings, &topology, &conn, &cancel).await;
-        let _ = conn.close(200, "bye".into()).await;
-        match r {
-            Ok(()) => break Ok(()),
-            Err(e @ ArchiveError::Stopped(_)) => break Err(e),
-            Err(e) => {
-                let wait = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "archive session ended; reconnecting");
-                tokio::select! { _ = cancel.cancelled() => break Ok(()), _ = tokio::time::sleep(wait) => {} }
+    let events = async {
+        loop {
+            let Some(conn) = amqp::connect_with_retry(&settings.amqp, &instance, &cancel).await else {
+                return Ok(());
+            };
+            let r = consume_events(&archiver, &settings, &topology, &conn, &cancel).await;
+            let _ = conn.close(200, "bye".into()).await;
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e @ ArchiveError::Stopped(_)) => return Err(e),
+                Err(e) => {
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "archive session ended; reconnecting");
+                    tokio::select! { _ = cancel.cancelled() => return Ok(()), _ = tokio::time::sleep(wait) => {} }
+                }
             }
         }
     };
-    cancel.cancel();
-    let _ = sweeper.await;
-    result
+    // Whichever of the two ends first (shutdown, or a fault-plan stop) ends the other.
+    tokio::select! {
+        r = events => {
+            cancel.cancel();
+            let _ = sweeper.await;
+            r
+        }
+        r = &mut sweeper => {
+            cancel.cancel();
+            r.unwrap_or(Ok(()))
+        }
+    }
 }
 
-async fn sweep_loop<S: ObjectStore + 'static>(archiver: Arc<ChunkArchiver<S>>, s: ArchiveSettings, cancel: CancellationToken) {
+async fn sweep_loop<S: ObjectStore + 'static>(
+    archiver: Arc<ChunkArchiver<S>>,
+    s: ArchiveSettings,
+    cancel: CancellationToken,
+) -> Result<(), ArchiveError> {
     let mut tick = tokio::time::interval(Duration::from_secs(s.sweep_interval_secs.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
         match archiver.sweep().await {
             Ok(0) => {}
             Ok(chunks) => tracing::info!(chunks, "sweep archived chunks"),
-            Err(ArchiveError::Stopped(step)) => {
-                tracing::warn!(?step, "sweep stopped by the fault plan");
-                return;
-            }
+            Err(e @ ArchiveError::Stopped(_)) => return Err(e),
             Err(e) => tracing::warn!(error = %e, "sweep failed; next sweep retries"),
         }
     }

@@ -43,6 +43,11 @@ pub struct AmqpSettings {
     pub prefix: String,
     /// Number of partition queues behind the consistent-hash exchange `{prefix}.logs`.
     pub partitions: u16,
+    /// Type of the partition queues: `classic` (default) or `quorum`. Classic queues put the
+    /// messages a dead consumer held back at their original positions, so publish order survives
+    /// crashes; RabbitMQ 3.10 quorum queues can requeue some of them behind newer messages (seen
+    /// in tests), trading strict order under crashes for replication and `x-delivery-limit`.
+    pub partition_queue_type: String,
     /// `x-delivery-limit` of the quorum queues: a message redelivered this often is dead-lettered.
     pub delivery_limit: u32,
     /// Seconds between reconnection attempts at first; doubles up to `reconnect_max_secs`.
@@ -104,6 +109,9 @@ pub struct IngestSettings {
     pub chunk_size: i32,
     /// Seconds allowed for in-flight work after a shutdown signal.
     pub drain_deadline_secs: u64,
+    /// Milliseconds between a standby worker's attempts to take over a partition owned by
+    /// another worker (the failover delay after a crash).
+    pub standby_poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,6 +197,9 @@ impl Settings {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.amqp.partitions == 0 {
             return bad("amqp.partitions must be at least 1");
+        }
+        if !matches!(self.amqp.partition_queue_type.as_str(), "classic" | "quorum") {
+            return bad("amqp.partition_queue_type must be classic or quorum");
         }
         if self.amqp.prefix.is_empty() || self.amqp.prefix.contains(char::is_whitespace) {
             return bad("amqp.prefix must be non-empty without spaces");

@@ -1,7 +1,9 @@
 //! The ingest-worker: RabbitMQ partition queues → MongoDB, exactly once, in order.
 //!
-//! Each partition queue has a single active consumer, so one worker handles an episode at a
-//! time, batch after batch, in publish order; other workers stand by and take over when it dies.
+//! Each partition queue has one exclusive consumer, so one worker handles an episode at a time,
+//! batch after batch, in publish order; other workers stand by and take over when it dies (its
+//! unacked messages return to their places in the queue). Workers started together spread the
+//! partitions between them.
 //! For every batch:
 //!
 //! 1. decode each delivery; an invalid one is republished (with confirm) to the dead-letter
@@ -26,9 +28,8 @@ use std::time::Duration;
 use bson::DateTime;
 use bson::oid::ObjectId;
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, message::Delivery};
+use lapin::options::BasicAckOptions;
+use lapin::{Connection, message::Delivery};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -172,6 +173,7 @@ async fn supervise(settings: Settings, options: IngestOptions, cancel: Cancellat
         let Some(conn) = amqp::connect_with_retry(&worker.settings.amqp, &worker.instance, &cancel).await else {
             return Ok(());
         };
+        let conn = Arc::new(conn);
         tracing::info!(instance = %worker.instance, "connected to RabbitMQ");
         let result = session(&worker, &conn, &cancel).await;
         let _ = conn.close(200, "bye".into()).await;
@@ -188,14 +190,18 @@ async fn supervise(settings: Settings, options: IngestOptions, cancel: Cancellat
 }
 
 /// One connection's life: declare the topology, consume every partition queue.
-async fn session(worker: &Arc<Worker>, conn: &Connection, cancel: &CancellationToken) -> Result<(), IngestError> {
+async fn session(worker: &Arc<Worker>, conn: &Arc<Connection>, cancel: &CancellationToken) -> Result<(), IngestError> {
     worker.topology.declare(conn).await?;
     let publisher = ConfirmedPublisher::open(conn).await?;
     let stop = cancel.child_token();
     let mut tasks = JoinSet::new();
-    for queue in &worker.topology.partition_queues {
-        let channel = conn.create_channel().await?;
-        tasks.spawn(consume_partition(worker.clone(), channel, publisher.clone(), queue.clone(), stop.clone()));
+    // Try the partitions in a per-worker rotation, so workers that start together spread
+    // the partitions between them instead of racing for the same one first.
+    let queues = &worker.topology.partition_queues;
+    let offset = rand::random::<u64>() as usize % queues.len();
+    for queue in queues.iter().cycle().skip(offset).take(queues.len()) {
+        let conn = conn.clone();
+        tasks.spawn(consume_partition(worker.clone(), conn, publisher.clone(), queue.clone(), stop.clone()));
     }
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
@@ -210,17 +216,17 @@ async fn session(worker: &Arc<Worker>, conn: &Connection, cancel: &CancellationT
 
 async fn consume_partition(
     worker: Arc<Worker>,
-    channel: Channel,
+    conn: Arc<Connection>,
     publisher: ConfirmedPublisher,
     queue: String,
     stop: CancellationToken,
 ) -> Result<(), IngestError> {
     let prefetch = worker.settings.ingest.prefetch;
-    channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
     let tag = format!("{}-{}", worker.instance, queue);
-    let mut consumer = channel
-        .basic_consume(queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
-        .await?;
+    let poll = Duration::from_millis(worker.settings.ingest.standby_poll_ms.max(10));
+    let Some((channel, mut consumer)) = amqp::consume_exclusive(&conn, &queue, &tag, prefetch, poll, &stop).await? else {
+        return Ok(());
+    };
     let linger = Duration::from_millis(worker.settings.ingest.batch_linger_ms);
     // Each partition holds its own episodes, so its LogMetadata cache needs no lock.
     let mut cache: HashMap<EpisodeId, LogMetadata> = HashMap::new();
@@ -347,6 +353,11 @@ async fn write_batch(
     for (ep, msgs) in groups {
         let plan = reserve(worker, ep, msgs, cache, now).await?;
         let archived = plan.updated.archived_logs;
+        if tracing::enabled!(tracing::Level::TRACE) {
+            for (msg, a) in msgs.iter().zip(&plan.assignments) {
+                tracing::trace!(instance = %worker.instance, episode = %ep, message_id = %msg.message_id, first = a.first_sequence, fresh = a.fresh, first_log = %msg.logs[0].message, "numbered");
+            }
+        }
         for (msg, a) in msgs.iter().zip(&plan.assignments) {
             for (k, log) in msg.logs.iter().enumerate() {
                 let seq = a.first_sequence + k as i64;
