@@ -4,6 +4,9 @@
 #   MongoDB wire-protocol stand-in nx-27017 on 127.0.0.1:27017,
 #   S3-protocol server s3s-fs on 127.0.0.1:8014 (access key / secret key from S3_ACCESS_KEY / S3_SECRET_KEY, defaults K/S).
 # Idempotent: a service that already answers is left alone. Prints the environment to export.
+#   scripts/services.sh                 install and start (the default)
+#   scripts/services.sh restart-mongo   stop the MongoDB stand-in, then start it on the same data
+#                                       (the reconnect test uses it through MONGO_RESTART_CMD)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 state="${LOGFLEET_SERVICES_DIR:-$root/.services}"
@@ -41,6 +44,12 @@ rabbitmq-plugins list -e 2>/dev/null | grep -q rabbitmq_consistent_hash_exchange
   || { log "could not enable rabbitmq_consistent_hash_exchange"; exit 1; }
 
 # --- MongoDB stand-in -----------------------------------------------------------------------
+if [ "${1:-}" = restart-mongo ]; then
+  log "stopping nx-27017"
+  "$root/.venv-mongo/bin/nx-27017" --stop >&2 || true
+  for _ in $(seq 1 60); do answers 27017 || break; sleep 0.5; done
+  sleep "${MONGO_DOWN_SECS:-2}"
+fi
 if ! answers 27017; then
   venv="$root/.venv-mongo"
   if [ ! -x "$venv/bin/nx-27017" ]; then

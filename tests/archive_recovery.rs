@@ -6,7 +6,10 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use logfleet::archive::{ArchiveError, ArchiveKind, ArchiveOptions, ArchiveOutcome, ArchiveStats, ArchiveStep, ChunkArchiver};
+use logfleet::archive::{
+    ArchiveError, ArchiveKind, ArchiveOptions, ArchiveOutcome, ArchiveStats, ArchiveStep,
+    ChunkArchiver,
+};
 use logfleet::domain::EpisodeId;
 use logfleet::ingest::IngestOptions;
 use logfleet::s3::ObjectStore;
@@ -16,10 +19,13 @@ async fn ingest_logs(env: &TestEnv, ep: &str, n: usize) -> Vec<SentLog> {
     let logs = make_logs(ep, n, 1_764_100_000_000);
     let ingest = env.spawn_ingest(IngestOptions::default());
     for (i, part) in logs.chunks(25).enumerate() {
-        env.publish(ep, &batch_body(ep, part), Some(&format!("{ep}-{i}"))).await;
+        env.publish(ep, &batch_body(ep, part), Some(&format!("{ep}-{i}")))
+            .await;
     }
     env.wait_for(&format!("{ep}: {n} logs ingested"), || async {
-        env.metadata(ep).await.is_some_and(|m| m.total_logs == n as i64)
+        env.metadata(ep)
+            .await
+            .is_some_and(|m| m.total_logs == n as i64)
     })
     .await;
     ingest.stop().await.expect("ingest-worker stops cleanly");
@@ -36,9 +42,16 @@ async fn stopped_after(step: ArchiveStep, name: &str) {
     let ep = "recover";
     let logs = ingest_logs(&env, ep, 250).await;
 
-    let x = env.spawn_archive(ArchiveOptions { instance: Some("archiver-x".into()), stop_after: Some(step), stats: None });
+    let x = env.spawn_archive(ArchiveOptions {
+        instance: Some("archiver-x".into()),
+        stop_after: Some(step),
+        stats: None,
+    });
     let stopped = x.join.await.unwrap();
-    assert!(matches!(stopped, Err(ArchiveError::Stopped(s)) if s == step), "{stopped:?}");
+    assert!(
+        matches!(stopped, Err(ArchiveError::Stopped(s)) if s == step),
+        "{stopped:?}"
+    );
 
     // The state at the boundary is what the step left, with the lock still held.
     let m = env.metadata(ep).await.unwrap();
@@ -46,22 +59,46 @@ async fn stopped_after(step: ArchiveStep, name: &str) {
     let episode = EpisodeId::parse(ep).unwrap();
     let records = env.store.chunks_of(&episode).await.unwrap();
     let objects = env.objects.list(&format!("logs/{ep}/")).await.unwrap();
-    let hot = env.store.entries.count_documents(bson::doc! {"episodeId": ep}).await.unwrap();
+    let hot = env
+        .store
+        .entries
+        .count_documents(bson::doc! {"episodeId": ep})
+        .await
+        .unwrap();
     match step {
         ArchiveStep::AfterUpload => {
-            assert_eq!((objects.len(), records.len(), m.archived_logs, hot), (1, 0, 0, 250));
+            assert_eq!(
+                (objects.len(), records.len(), m.archived_logs, hot),
+                (1, 0, 0, 250)
+            );
         }
         ArchiveStep::AfterLogChunk => {
-            assert_eq!((objects.len(), records.len(), m.archived_logs, hot), (1, 1, 0, 250));
+            assert_eq!(
+                (objects.len(), records.len(), m.archived_logs, hot),
+                (1, 1, 0, 250)
+            );
         }
         ArchiveStep::AfterMetadata => {
-            assert_eq!((objects.len(), records.len(), m.archived_logs, m.total_chunks, hot), (1, 1, 100, 1, 250));
+            assert_eq!(
+                (
+                    objects.len(),
+                    records.len(),
+                    m.archived_logs,
+                    m.total_chunks,
+                    hot
+                ),
+                (1, 1, 100, 1, 250)
+            );
         }
     }
 
     // Another worker takes the lock over once its lease runs out, and finishes.
     let stats = Arc::new(ArchiveStats::default());
-    let y = env.spawn_archive(ArchiveOptions { instance: Some("archiver-y".into()), stop_after: None, stats: Some(stats.clone()) });
+    let y = env.spawn_archive(ArchiveOptions {
+        instance: Some("archiver-y".into()),
+        stop_after: None,
+        stats: Some(stats.clone()),
+    });
     env.wait_for_episode(ep, 250, 2).await;
     assert_eq!(stats.lock_takeovers.load(Ordering::Relaxed), 1);
     let snap = env.snapshot(ep).await;
@@ -99,11 +136,24 @@ async fn two_archivers_racing_on_one_episode_archive_each_chunk_once() {
     let logs = ingest_logs(&env, ep, 1_000).await;
     let episode = EpisodeId::parse(ep).unwrap();
     // Two archivers in this process, racing directly on the lock, round after round.
-    let a = ChunkArchiver::new(env.store.clone(), env.objects.clone(), &env.settings, "racer-a".into());
-    let b = ChunkArchiver::new(env.store.clone(), env.objects.clone(), &env.settings, "racer-b".into());
+    let a = ChunkArchiver::new(
+        env.store.clone(),
+        env.objects.clone(),
+        &env.settings,
+        "racer-a".into(),
+    );
+    let b = ChunkArchiver::new(
+        env.store.clone(),
+        env.objects.clone(),
+        &env.settings,
+        "racer-b".into(),
+    );
     let mut chunks = 0;
     for _ in 0..20 {
-        let (ra, rb) = tokio::join!(a.archive_episode(&episode, ArchiveKind::Threshold), b.archive_episode(&episode, ArchiveKind::Threshold));
+        let (ra, rb) = tokio::join!(
+            a.archive_episode(&episode, ArchiveKind::Threshold),
+            b.archive_episode(&episode, ArchiveKind::Threshold)
+        );
         for r in [ra.unwrap(), rb.unwrap()] {
             match r {
                 ArchiveOutcome::Done { chunks: c, .. } => chunks += c,
@@ -113,7 +163,11 @@ async fn two_archivers_racing_on_one_episode_archive_each_chunk_once() {
         }
     }
     assert_eq!(chunks, 10, "every chunk committed exactly once");
-    assert_eq!(a.stats.chunks_written.load(Ordering::Relaxed) + b.stats.chunks_written.load(Ordering::Relaxed), 10);
+    assert_eq!(
+        a.stats.chunks_written.load(Ordering::Relaxed)
+            + b.stats.chunks_written.load(Ordering::Relaxed),
+        10
+    );
     let snap = env.snapshot(ep).await;
     snap.assert_exact(&logs);
     assert_eq!(snap.chunks.len(), 10);
@@ -128,12 +182,24 @@ async fn two_archive_workers_and_live_ingest_archive_each_chunk_once() {
     })
     .await;
     let ep = "shared";
-    let (sa, sb) = (Arc::new(ArchiveStats::default()), Arc::new(ArchiveStats::default()));
-    let wa = env.spawn_archive(ArchiveOptions { instance: Some("archiver-a".into()), stop_after: None, stats: Some(sa.clone()) });
-    let wb = env.spawn_archive(ArchiveOptions { instance: Some("archiver-b".into()), stop_after: None, stats: Some(sb.clone()) });
+    let (sa, sb) = (
+        Arc::new(ArchiveStats::default()),
+        Arc::new(ArchiveStats::default()),
+    );
+    let wa = env.spawn_archive(ArchiveOptions {
+        instance: Some("archiver-a".into()),
+        stop_after: None,
+        stats: Some(sa.clone()),
+    });
+    let wb = env.spawn_archive(ArchiveOptions {
+        instance: Some("archiver-b".into()),
+        stop_after: None,
+        stats: Some(sb.clone()),
+    });
     let logs = ingest_logs(&env, ep, 1_230).await;
     env.wait_for_episode(ep, 1_230, 12).await;
-    let written = sa.chunks_written.load(Ordering::Relaxed) + sb.chunks_written.load(Ordering::Relaxed);
+    let written =
+        sa.chunks_written.load(Ordering::Relaxed) + sb.chunks_written.load(Ordering::Relaxed);
     assert_eq!(written, 12, "each chunk committed by exactly one worker");
     let snap = env.snapshot(ep).await;
     snap.assert_exact(&logs);

@@ -13,7 +13,11 @@ async fn ingest_and_archive_130k_logs_with_default_settings() {
     let ingest = env.spawn_ingest(IngestOptions::default());
     let archive = env.spawn_archive(ArchiveOptions::default());
 
-    let episodes = [("core-a", 105_000usize), ("core-b", 20_000), ("core-c", 5_000)];
+    let episodes = [
+        ("core-a", 105_000usize),
+        ("core-b", 20_000),
+        ("core-c", 5_000),
+    ];
     let sent: Vec<_> = episodes
         .iter()
         .enumerate()
@@ -36,7 +40,12 @@ async fn ingest_and_archive_130k_logs_with_default_settings() {
                 cursors[k] = (c + 5).min(logs.len());
             } else {
                 let end = (c + 1_000).min(logs.len());
-                env.publish(ep, &batch_body(ep, &logs[c..end]), Some(&format!("{ep}-{c}"))).await;
+                env.publish(
+                    ep,
+                    &batch_body(ep, &logs[c..end]),
+                    Some(&format!("{ep}-{c}")),
+                )
+                .await;
                 cursors[k] = end;
             }
         }
@@ -52,14 +61,24 @@ async fn ingest_and_archive_130k_logs_with_default_settings() {
         snap.assert_exact(&sent[k]);
         // One producer per episode: sequence order is publish order.
         let in_order: Vec<_> = snap.all_logs().into_iter().map(|l| l.log).collect();
-        assert!(in_order == sent[k], "{ep}: stored order differs from publish order");
+        assert!(
+            in_order == sent[k],
+            "{ep}: stored order differs from publish order"
+        );
     }
     let a = env.snapshot("core-a").await;
     assert_eq!(a.chunks.len(), 2);
     for (c, (_, lines)) in a.chunks.iter().zip(&a.chunk_lines) {
-        assert_eq!((c.log_count, lines.len()), (50_000, 50_000), "a full chunk holds exactly chunkSize logs");
+        assert_eq!(
+            (c.log_count, lines.len()),
+            (50_000, 50_000),
+            "a full chunk holds exactly chunkSize logs"
+        );
     }
-    assert_eq!((a.chunks[0].start_sequence, a.chunks[1].end_sequence), (0, 99_999));
+    assert_eq!(
+        (a.chunks[0].start_sequence, a.chunks[1].end_sequence),
+        (0, 99_999)
+    );
     assert_eq!(a.hot.len(), 5_000, "the hot remainder stays in MongoDB");
     assert_eq!(a.hot.first().unwrap().sequence_number, 100_000);
     assert_eq!(env.snapshot("core-b").await.hot.len(), 20_000);

@@ -14,7 +14,11 @@ async fn bad_messages_are_dead_lettered_with_a_reason_and_good_ones_flow() {
     })
     .await;
     let ingest = env.spawn_ingest(IngestOptions::default());
-    let json_props = |id: &str| BasicProperties::default().with_content_type("application/json".into()).with_message_id(id.into());
+    let json_props = |id: &str| {
+        BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(id.into())
+    };
     let good_log = json!({"timestamp": 1_764_000_000_000_i64, "level": "info", "message": "x"});
     // (message id, routing key, body, properties, expected words of the reason)
     let bad: Vec<(&str, &str, Vec<u8>, BasicProperties, &str)> = vec![
@@ -31,7 +35,12 @@ async fn bad_messages_are_dead_lettered_with_a_reason_and_good_ones_flow() {
     ];
     let good = make_logs("dlq-good", 300, 1_764_200_000_000);
     for (i, part) in good.chunks(30).enumerate() {
-        env.publish("dlq-ep", &batch_body("dlq-ep", part), Some(&format!("good-{i}"))).await;
+        env.publish(
+            "dlq-ep",
+            &batch_body("dlq-ep", part),
+            Some(&format!("good-{i}")),
+        )
+        .await;
         if let Some((_, rk, body, props, _)) = bad.get(i) {
             env.publish_raw(rk, body, props.clone()).await;
         }
@@ -48,15 +57,29 @@ async fn bad_messages_are_dead_lettered_with_a_reason_and_good_ones_flow() {
             .iter()
             .find(|(_, b)| b == body)
             .unwrap_or_else(|| panic!("{id} is not in the dead-letter queue"));
-        let reason = headers.get(REASON_HEADER).unwrap_or_else(|| panic!("{id} has no reason"));
-        assert!(reason.contains(words), "{id}: reason {reason:?} lacks {words:?}");
-        assert_eq!(headers.get(ROUTING_KEY_HEADER).map(String::as_str), Some(*rk), "{id}: routing key kept for replay");
+        let reason = headers
+            .get(REASON_HEADER)
+            .unwrap_or_else(|| panic!("{id} has no reason"));
+        assert!(
+            reason.contains(words),
+            "{id}: reason {reason:?} lacks {words:?}"
+        );
+        assert_eq!(
+            headers.get(ROUTING_KEY_HEADER).map(String::as_str),
+            Some(*rk),
+            "{id}: routing key kept for replay"
+        );
         assert_eq!(dead_body, body, "{id}: body kept as sent");
     }
     env.snapshot("dlq-ep").await.assert_exact(&good);
     // The worker is still alive and consuming.
     assert!(!ingest.is_finished());
-    env.publish("dlq-ep", &batch_body("dlq-ep", &make_logs("after", 1, 1_764_300_000_000)), Some("after")).await;
+    env.publish(
+        "dlq-ep",
+        &batch_body("dlq-ep", &make_logs("after", 1, 1_764_300_000_000)),
+        Some("after"),
+    )
+    .await;
     env.wait_for_episode("dlq-ep", 301, 0).await;
     ingest.stop().await.expect("clean stop");
     env.cleanup().await;

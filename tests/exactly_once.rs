@@ -41,7 +41,11 @@ async fn two_workers_duplicates_and_crashes_give_exactly_once_in_order() {
             let mut sent: HashMap<&str, Vec<SentLog>> = HashMap::new();
             for round in 0..100usize {
                 for ep in EPISODES {
-                    let logs = make_logs(&format!("p{p}-{ep}-r{round}"), 1 + (round % 4) * 10, 1_764_000_000_000 + round as i64);
+                    let logs = make_logs(
+                        &format!("p{p}-{ep}-r{round}"),
+                        1 + (round % 4) * 10,
+                        1_764_000_000_000 + round as i64,
+                    );
                     let id = format!("p{p}-{ep}-{round}");
                     if round % 5 == 4 {
                         let body = single_body(ep, &logs[0]);
@@ -68,10 +72,23 @@ async fn two_workers_duplicates_and_crashes_give_exactly_once_in_order() {
 
     // A died at its fault point, B took over and died at its own; a third worker finishes.
     let a_result = a.join.await.unwrap();
-    assert!(matches!(a_result, Err(IngestError::Crashed(IngestStep::AfterReserve))), "{a_result:?}");
+    assert!(
+        matches!(
+            a_result,
+            Err(IngestError::Crashed(IngestStep::AfterReserve))
+        ),
+        "{a_result:?}"
+    );
     let b_result = b.join.await.unwrap();
-    assert!(matches!(b_result, Err(IngestError::Crashed(IngestStep::AfterInsert))), "{b_result:?}");
-    let c = env.spawn_ingest(IngestOptions { instance: Some("worker-c".into()), fault: None, stats: stats.clone() });
+    assert!(
+        matches!(b_result, Err(IngestError::Crashed(IngestStep::AfterInsert))),
+        "{b_result:?}"
+    );
+    let c = env.spawn_ingest(IngestOptions {
+        instance: Some("worker-c".into()),
+        fault: None,
+        stats: stats.clone(),
+    });
 
     let mut expected: HashMap<&str, Vec<SentLog>> = HashMap::new();
     for per_producer in &published {
@@ -85,7 +102,10 @@ async fn two_workers_duplicates_and_crashes_give_exactly_once_in_order() {
     }
     // Let everything drain: no message left in the partition queues.
     for q in env.topology.partition_queues.clone() {
-        env.wait_for(&format!("{q} drained"), || async { env.queue_depth(&q).await == 0 }).await;
+        env.wait_for(&format!("{q} drained"), || async {
+            env.queue_depth(&q).await == 0
+        })
+        .await;
     }
     for ep in EPISODES {
         let snap = env.snapshot(ep).await;
@@ -93,20 +113,43 @@ async fn two_workers_duplicates_and_crashes_give_exactly_once_in_order() {
         // Publish order per producer: each producer's logs appear in the order it sent them.
         let logs = snap.all_logs();
         for (p, per_producer) in published.iter().enumerate() {
-            let mine: Vec<&SentLog> = logs.iter().map(|l| &l.log).filter(|l| l.message.starts_with(&format!("p{p}-"))).collect();
+            let mine: Vec<&SentLog> = logs
+                .iter()
+                .map(|l| &l.log)
+                .filter(|l| l.message.starts_with(&format!("p{p}-")))
+                .collect();
             let sent: Vec<&SentLog> = per_producer[ep].iter().collect();
             if mine != sent {
                 let pos = mine.iter().zip(&sent).position(|(a, b)| a != b).unwrap();
-                let seq_of = |m: &str| logs.iter().find(|l| l.log.message == m).map(|l| l.sequence_number);
+                let seq_of = |m: &str| {
+                    logs.iter()
+                        .find(|l| l.log.message == m)
+                        .map(|l| l.sequence_number)
+                };
                 for k in pos.saturating_sub(2)..(pos + 6).min(sent.len()) {
-                    eprintln!("DIAG {k}: stored {} (seq {:?}) | sent {} (seq {:?})", mine[k].message, seq_of(&mine[k].message), sent[k].message, seq_of(&sent[k].message));
+                    eprintln!(
+                        "DIAG {k}: stored {} (seq {:?}) | sent {} (seq {:?})",
+                        mine[k].message,
+                        seq_of(&mine[k].message),
+                        sent[k].message,
+                        seq_of(&sent[k].message)
+                    );
                 }
             }
-            assert!(mine == sent, "{ep}: producer p{p}'s logs are out of publish order");
+            assert!(
+                mine == sent,
+                "{ep}: producer p{p}'s logs are out of publish order"
+            );
         }
     }
-    assert!(stats.messages_redelivered.load(Ordering::Relaxed) > 0, "the test forced redeliveries");
-    assert!(stats.logs_duplicate.load(Ordering::Relaxed) > 0, "redelivered inserts were absorbed by the unique index");
+    assert!(
+        stats.messages_redelivered.load(Ordering::Relaxed) > 0,
+        "the test forced redeliveries"
+    );
+    assert!(
+        stats.logs_duplicate.load(Ordering::Relaxed) > 0,
+        "redelivered inserts were absorbed by the unique index"
+    );
     assert_eq!(env.queue_depth(&env.topology.dead_letter_queue).await, 0);
     c.stop().await.expect("clean stop");
     env.cleanup().await;

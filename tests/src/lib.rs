@@ -13,7 +13,7 @@ use std::time::Duration;
 use bson::doc;
 use futures::TryStreamExt;
 use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, QueueDeleteOptions, ExchangeDeleteOptions};
+use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use logfleet::amqp::{ConfirmedPublisher, Topology};
 use logfleet::archive::{self, ArchiveOptions};
 use logfleet::chunk::{ChunkLine, chunk_key, decode_chunk};
@@ -66,7 +66,10 @@ where
     F: Future<Output = Result<(), E>> + Send + 'static,
 {
     let (tx, rx) = oneshot::channel();
-    WorkerHandle { stop: Some(tx), join: tokio::spawn(f(rx)) }
+    WorkerHandle {
+        stop: Some(tx),
+        join: tokio::spawn(f(rx)),
+    }
 }
 
 pub fn init_tracing() {
@@ -102,30 +105,61 @@ impl TestEnv {
         tweak(&mut s);
         s.validate().expect("valid test settings");
         let store = MongoStore::connect(&s.mongo).await.expect("MongoDB client");
-        store.ensure_indexes().await.expect("MongoDB reachable (is MONGODB_URI right?)");
-        let objects = S3ObjectStore::connect(&s.s3).await.expect("S3 reachable (is S3_ENDPOINT right?)");
+        store
+            .ensure_indexes()
+            .await
+            .expect("MongoDB reachable (is MONGODB_URI right?)");
+        let objects = S3ObjectStore::connect(&s.s3)
+            .await
+            .expect("S3 reachable (is S3_ENDPOINT right?)");
         let topology = Topology::new(&s.amqp);
-        let conn = logfleet::amqp::connect(&s.amqp, &format!("test-{name}")).await.expect("RabbitMQ reachable");
+        let conn = logfleet::amqp::connect(&s.amqp, &format!("test-{name}"))
+            .await
+            .expect("RabbitMQ reachable");
         topology.declare(&conn).await.expect("topology");
-        let publisher = ConfirmedPublisher::open(&conn).await.expect("confirm channel");
-        Self { settings: s, store, objects, topology, conn, publisher }
+        let publisher = ConfirmedPublisher::open(&conn)
+            .await
+            .expect("confirm channel");
+        Self {
+            settings: s,
+            store,
+            objects,
+            topology,
+            conn,
+            publisher,
+        }
     }
 
     pub fn spawn_ingest(&self, options: IngestOptions) -> WorkerHandle<ingest::IngestError> {
         let s = self.settings.clone();
-        spawn_worker(move |rx| async move { ingest::run_with(s, options, async { let _ = rx.await; }).await })
+        spawn_worker(move |rx| async move {
+            ingest::run_with(s, options, async {
+                let _ = rx.await;
+            })
+            .await
+        })
     }
 
     pub fn spawn_archive(&self, options: ArchiveOptions) -> WorkerHandle<archive::ArchiveError> {
         let s = self.settings.clone();
-        spawn_worker(move |rx| async move { archive::run_with(s, options, async { let _ = rx.await; }).await })
+        spawn_worker(move |rx| async move {
+            archive::run_with(s, options, async {
+                let _ = rx.await;
+            })
+            .await
+        })
     }
 
     /// Publishes a JSON body to the logs exchange with routing key `routing_key`, with confirm.
     pub async fn publish(&self, routing_key: &str, body: &Value, message_id: Option<&str>) {
         let bytes = serde_json::to_vec(body).unwrap();
         self.publisher
-            .publish_json(&self.topology.logs_exchange, routing_key, &bytes, message_id)
+            .publish_json(
+                &self.topology.logs_exchange,
+                routing_key,
+                &bytes,
+                message_id,
+            )
             .await
             .expect("publish confirmed");
     }
@@ -139,7 +173,10 @@ impl TestEnv {
     }
 
     pub async fn metadata(&self, ep: &str) -> Option<LogMetadata> {
-        self.store.metadata_of(&EpisodeId::parse(ep).unwrap()).await.unwrap()
+        self.store
+            .metadata_of(&EpisodeId::parse(ep).unwrap())
+            .await
+            .unwrap()
     }
 
     /// Polls `check` until it returns true; fails the test, naming `what`, if it never does.
@@ -153,30 +190,35 @@ impl TestEnv {
             if check().await {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "stuck waiting for: {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stuck waiting for: {what}"
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
     /// Waits until the episode's LogMetadata counts `total` logs, `chunks` chunks and no lock.
     pub async fn wait_for_episode(&self, ep: &str, total: i64, chunks: i32) {
-        self.wait_for(&format!("{ep}: {total} logs, {chunks} chunks, unlocked"), || async {
-            self.metadata(ep).await.is_some_and(|m| {
-                m.total_logs == total && m.total_chunks == chunks && !m.is_archiving && m.current_logs + m.archived_logs == total
-            })
-        })
+        self.wait_for(
+            &format!("{ep}: {total} logs, {chunks} chunks, unlocked"),
+            || async {
+                self.metadata(ep).await.is_some_and(|m| {
+                    m.total_logs == total
+                        && m.total_chunks == chunks
+                        && !m.is_archiving
+                        && m.current_logs + m.archived_logs == total
+                })
+            },
+        )
         .await;
     }
 
-    /// Messages waiting in a queue (a passive declare).
+    /// Messages waiting in a queue.
     pub async fn queue_depth(&self, queue: &str) -> u32 {
-        let ch = self.conn.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(queue.into(), lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
+        logfleet::amqp::queue_depth(&self.conn, queue)
             .await
-            .unwrap();
-        let _ = ch.close(200, "ok".into()).await;
-        q.message_count()
+            .expect("queue exists")
     }
 
     /// Takes every message from the logs dead-letter queue: (headers as text, body).
@@ -184,7 +226,10 @@ impl TestEnv {
         let ch = self.conn.create_channel().await.unwrap();
         let mut out = Vec::new();
         while let Some(m) = ch
-            .basic_get(self.topology.dead_letter_queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .basic_get(
+                self.topology.dead_letter_queue.as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
             .await
             .unwrap()
         {
@@ -197,9 +242,10 @@ impl TestEnv {
                     h.inner()
                         .iter()
                         .filter_map(|(k, v)| match v {
-                            lapin::types::AMQPValue::LongString(s) => {
-                                Some((k.as_str().to_owned(), String::from_utf8_lossy(s.as_bytes()).into_owned()))
-                            }
+                            lapin::types::AMQPValue::LongString(s) => Some((
+                                k.as_str().to_owned(),
+                                String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                            )),
                             _ => None,
                         })
                         .collect()
@@ -232,7 +278,15 @@ impl TestEnv {
             .unwrap();
         let prefix = format!("{}/{}/", self.settings.s3.key_prefix, ep);
         let keys = self.objects.list(&prefix).await.unwrap();
-        EpisodeSnapshot { episode, metadata, chunks, chunk_lines, hot, keys, key_prefix: self.settings.s3.key_prefix.clone() }
+        EpisodeSnapshot {
+            episode,
+            metadata,
+            chunks,
+            chunk_lines,
+            hot,
+            keys,
+            key_prefix: self.settings.s3.key_prefix.clone(),
+        }
     }
 
     /// Removes this test's queues and exchanges (MongoDB databases and buckets are left for
@@ -240,13 +294,31 @@ impl TestEnv {
     pub async fn cleanup(self) {
         let ch = self.conn.create_channel().await.unwrap();
         let t = &self.topology;
-        for q in t.partition_queues.iter().chain([&t.dead_letter_queue, &t.archive_queue, &t.archive_dead_letter_queue]) {
-            let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+        for q in t.partition_queues.iter().chain([
+            &t.dead_letter_queue,
+            &t.archive_queue,
+            &t.archive_dead_letter_queue,
+        ]) {
+            let _ = ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
         }
-        for e in [&t.logs_exchange, &t.dead_letter_exchange, &t.archive_exchange, &t.archive_dead_letter_exchange] {
-            let _ = ch.exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default()).await;
+        for e in [
+            &t.logs_exchange,
+            &t.dead_letter_exchange,
+            &t.archive_exchange,
+            &t.archive_dead_letter_exchange,
+        ] {
+            let _ = ch
+                .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
         }
-        let _ = self.store.client.database(&self.settings.mongo.database).drop().await;
+        let _ = self
+            .store
+            .client
+            .database(&self.settings.mongo.database)
+            .drop()
+            .await;
         let _ = self.conn.close(200, "done".into()).await;
     }
 }
@@ -293,15 +365,19 @@ pub struct EpisodeSnapshot {
 impl EpisodeSnapshot {
     /// Archived then hot logs, in sequence order.
     pub fn all_logs(&self) -> Vec<StoredLog> {
-        let archived = self.chunk_lines.iter().flat_map(|(_, lines)| lines).map(|l| StoredLog {
-            sequence_number: l.sequence_number,
-            log: SentLog {
-                timestamp_ms: l.timestamp.timestamp_millis(),
-                level: l.level,
-                message: l.message.clone(),
-                metadata: l.metadata.clone(),
-            },
-        });
+        let archived = self
+            .chunk_lines
+            .iter()
+            .flat_map(|(_, lines)| lines)
+            .map(|l| StoredLog {
+                sequence_number: l.sequence_number,
+                log: SentLog {
+                    timestamp_ms: l.timestamp.timestamp_millis(),
+                    level: l.level,
+                    message: l.message.clone(),
+                    metadata: l.metadata.clone(),
+                },
+            });
         let hot = self.hot.iter().map(|e| StoredLog {
             sequence_number: e.sequence_number,
             log: SentLog {
@@ -323,20 +399,41 @@ impl EpisodeSnapshot {
         // Gapless, no duplicates: sequence numbers are exactly 0..n-1 across both tiers.
         let seqs: Vec<i64> = logs.iter().map(|l| l.sequence_number).collect();
         let want: Vec<i64> = (0..expected.len() as i64).collect();
-        assert_eq!(seqs.len(), want.len(), "{ep}: stored {} logs, published {}", seqs.len(), expected.len());
+        assert_eq!(
+            seqs.len(),
+            want.len(),
+            "{ep}: stored {} logs, published {}",
+            seqs.len(),
+            expected.len()
+        );
         assert_eq!(seqs, want, "{ep}: sequence numbers are not 0..n-1");
         // Content: the multiset of stored logs equals the multiset published.
         let mut got: Vec<String> = logs.iter().map(|l| format!("{:?}", l.log)).collect();
         let mut exp: Vec<String> = expected.iter().map(|l| format!("{l:?}")).collect();
         got.sort();
         exp.sort();
-        assert!(got == exp, "{ep}: stored content differs from what was published");
+        assert!(
+            got == exp,
+            "{ep}: stored content differs from what was published"
+        );
         // LogMetadata equals a recount.
         let n = expected.len() as i64;
-        assert_eq!((m.total_logs, m.next_sequence_number), (n, n), "{ep}: totalLogs / nextSequenceNumber");
+        assert_eq!(
+            (m.total_logs, m.next_sequence_number),
+            (n, n),
+            "{ep}: totalLogs / nextSequenceNumber"
+        );
         assert_eq!(m.current_logs, self.hot.len() as i64, "{ep}: currentLogs");
-        assert_eq!(m.archived_logs, n - self.hot.len() as i64, "{ep}: archivedLogs");
-        assert_eq!(m.total_chunks as usize, self.chunks.len(), "{ep}: totalChunks");
+        assert_eq!(
+            m.archived_logs,
+            n - self.hot.len() as i64,
+            "{ep}: archivedLogs"
+        );
+        assert_eq!(
+            m.total_chunks as usize,
+            self.chunks.len(),
+            "{ep}: totalChunks"
+        );
         for level in LogLevel::ALL {
             let count = expected.iter().filter(|l| l.level == level).count() as i64;
             assert_eq!(m.level_count(level), count, "{ep}: levelCounts.{level}");
@@ -345,41 +442,100 @@ impl EpisodeSnapshot {
             expected.iter().map(|l| l.timestamp_ms).min(),
             expected.iter().map(|l| l.timestamp_ms).max(),
         );
-        assert_eq!(m.first_log_at.map(|t| t.timestamp_millis()), first, "{ep}: firstLogAt");
-        assert_eq!(m.last_log_at.map(|t| t.timestamp_millis()), last, "{ep}: lastLogAt");
+        assert_eq!(
+            m.first_log_at.map(|t| t.timestamp_millis()),
+            first,
+            "{ep}: firstLogAt"
+        );
+        assert_eq!(
+            m.last_log_at.map(|t| t.timestamp_millis()),
+            last,
+            "{ep}: lastLogAt"
+        );
         let hot_bytes: i64 = self.hot.iter().map(LogEntry::size).sum();
         assert_eq!(m.current_mongo_bytes, hot_bytes, "{ep}: currentMongoBytes");
         let s3_bytes: i64 = self.chunks.iter().map(|c| c.size_bytes).sum();
         assert_eq!(m.archived_s3_bytes, s3_bytes, "{ep}: archivedS3Bytes");
-        assert!(!m.is_archiving && m.archive_lease.is_none(), "{ep}: archive lock left held");
+        assert!(
+            !m.is_archiving && m.archive_lease.is_none(),
+            "{ep}: archive lock left held"
+        );
         // Every LogChunk matches its object; objects and records correspond one to one.
         let mut expected_keys = Vec::new();
         for (i, (c, (size, lines))) in self.chunks.iter().zip(&self.chunk_lines).enumerate() {
             assert_eq!(c.chunk_number, i as i32, "{ep}: chunk numbers are 0..k-1");
-            assert_eq!(c.src, chunk_key(&self.key_prefix, &self.episode, c.chunk_number), "{ep}: chunk key");
-            assert_eq!(c.log_count as usize, lines.len(), "{ep}: chunk {i} logCount");
+            assert_eq!(
+                c.src,
+                chunk_key(&self.key_prefix, &self.episode, c.chunk_number),
+                "{ep}: chunk key"
+            );
+            assert_eq!(
+                c.log_count as usize,
+                lines.len(),
+                "{ep}: chunk {i} logCount"
+            );
             assert_eq!(c.size_bytes, *size as i64, "{ep}: chunk {i} sizeBytes");
-            assert_eq!(c.start_sequence, lines.first().unwrap().sequence_number, "{ep}: chunk {i} startSequence");
-            assert_eq!(c.end_sequence, lines.last().unwrap().sequence_number, "{ep}: chunk {i} endSequence");
-            let min = lines.iter().map(|l| l.timestamp.timestamp_millis()).min().unwrap();
-            let max = lines.iter().map(|l| l.timestamp.timestamp_millis()).max().unwrap();
-            assert_eq!((c.start_time.timestamp_millis(), c.end_time.timestamp_millis()), (min, max), "{ep}: chunk {i} times");
-            assert!(lines.iter().all(|l| l.episode_id == ep), "{ep}: chunk {i} holds another episode's log");
+            assert_eq!(
+                c.start_sequence,
+                lines.first().unwrap().sequence_number,
+                "{ep}: chunk {i} startSequence"
+            );
+            assert_eq!(
+                c.end_sequence,
+                lines.last().unwrap().sequence_number,
+                "{ep}: chunk {i} endSequence"
+            );
+            let min = lines
+                .iter()
+                .map(|l| l.timestamp.timestamp_millis())
+                .min()
+                .unwrap();
+            let max = lines
+                .iter()
+                .map(|l| l.timestamp.timestamp_millis())
+                .max()
+                .unwrap();
+            assert_eq!(
+                (
+                    c.start_time.timestamp_millis(),
+                    c.end_time.timestamp_millis()
+                ),
+                (min, max),
+                "{ep}: chunk {i} times"
+            );
+            assert!(
+                lines.iter().all(|l| l.episode_id == ep),
+                "{ep}: chunk {i} holds another episode's log"
+            );
             expected_keys.push(c.src.clone());
         }
-        assert_eq!(self.keys, expected_keys, "{ep}: S3 objects differ from LogChunk records");
+        assert_eq!(
+            self.keys, expected_keys,
+            "{ep}: S3 objects differ from LogChunk records"
+        );
     }
 }
 
 /// Deterministic test logs: levels cycle, every third log has metadata.
 pub fn make_logs(tag: &str, n: usize, base_ms: i64) -> Vec<SentLog> {
-    const LEVELS: [LogLevel; 5] = [LogLevel::Info, LogLevel::Debug, LogLevel::Warn, LogLevel::Info, LogLevel::Error];
+    const LEVELS: [LogLevel; 5] = [
+        LogLevel::Info,
+        LogLevel::Debug,
+        LogLevel::Warn,
+        LogLevel::Info,
+        LogLevel::Error,
+    ];
     (0..n)
         .map(|i| SentLog {
             timestamp_ms: base_ms + i as i64,
-            level: if i % 997 == 0 { LogLevel::Fatal } else { LEVELS[i % LEVELS.len()] },
+            level: if i % 997 == 0 {
+                LogLevel::Fatal
+            } else {
+                LEVELS[i % LEVELS.len()]
+            },
             message: format!("{tag} line {i}"),
-            metadata: (i % 3 == 0).then(|| json!({"i": i, "tag": tag, "nested": {"ok": true, "ratio": 0.5}})),
+            metadata: (i % 3 == 0)
+                .then(|| json!({"i": i, "tag": tag, "nested": {"ok": true, "ratio": 0.5}})),
         })
         .collect()
 }

@@ -13,10 +13,11 @@
 
 use std::time::Duration;
 
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
 use lapin::Confirmation;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
@@ -65,7 +66,9 @@ impl Topology {
         let p = &s.prefix;
         Self {
             logs_exchange: format!("{p}.logs"),
-            partition_queues: (0..s.partitions).map(|i| format!("{p}.logs.p{i}")).collect(),
+            partition_queues: (0..s.partitions)
+                .map(|i| format!("{p}.logs.p{i}"))
+                .collect(),
             dead_letter_exchange: format!("{p}.logs.dlx"),
             dead_letter_queue: format!("{p}.logs.dlq"),
             archive_exchange: format!("{p}.archive"),
@@ -80,7 +83,10 @@ impl Topology {
     /// Declares everything, idempotently. Safe to run from every worker at every start.
     pub async fn declare(&self, conn: &Connection) -> Result<(), AmqpError> {
         let ch = conn.create_channel().await?;
-        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         if let Err(e) = ch
             .exchange_declare(
                 self.logs_exchange.as_str().into(),
@@ -95,12 +101,32 @@ impl Topology {
         }
         for (ex, q) in [
             (&self.dead_letter_exchange, &self.dead_letter_queue),
-            (&self.archive_dead_letter_exchange, &self.archive_dead_letter_queue),
+            (
+                &self.archive_dead_letter_exchange,
+                &self.archive_dead_letter_queue,
+            ),
         ] {
-            ch.exchange_declare(ex.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default()).await?;
-            ch.queue_declare(q.as_str().into(), QueueDeclareOptions::durable(), quorum_args(None, None)).await?;
-            ch.queue_bind(q.as_str().into(), ex.as_str().into(), "".into(), QueueBindOptions::default(), FieldTable::default())
-                .await?;
+            ch.exchange_declare(
+                ex.as_str().into(),
+                ExchangeKind::Fanout,
+                durable,
+                FieldTable::default(),
+            )
+            .await?;
+            ch.queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions::durable(),
+                quorum_args(None, None),
+            )
+            .await?;
+            ch.queue_bind(
+                q.as_str().into(),
+                ex.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
         }
         for q in &self.partition_queues {
             let args = if self.partition_queue_type == "quorum" {
@@ -108,15 +134,35 @@ impl Topology {
             } else {
                 classic_partition_args(&self.dead_letter_exchange)
             };
-            ch.queue_declare(q.as_str().into(), QueueDeclareOptions::durable(), args).await?;
-            // Binding key of a consistent-hash exchange is the partition's weight.
-            ch.queue_bind(q.as_str().into(), self.logs_exchange.as_str().into(), "1".into(), QueueBindOptions::default(), FieldTable::default())
+            ch.queue_declare(q.as_str().into(), QueueDeclareOptions::durable(), args)
                 .await?;
-        }
-        ch.exchange_declare(self.archive_exchange.as_str().into(), ExchangeKind::Fanout, durable, FieldTable::default())
+            // Binding key of a consistent-hash exchange is the partition's weight.
+            ch.queue_bind(
+                q.as_str().into(),
+                self.logs_exchange.as_str().into(),
+                "1".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
-        let args = quorum_args(Some(&self.archive_dead_letter_exchange), Some(self.delivery_limit));
-        ch.queue_declare(self.archive_queue.as_str().into(), QueueDeclareOptions::durable(), args).await?;
+        }
+        ch.exchange_declare(
+            self.archive_exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+        let args = quorum_args(
+            Some(&self.archive_dead_letter_exchange),
+            Some(self.delivery_limit),
+        );
+        ch.queue_declare(
+            self.archive_queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            args,
+        )
+        .await?;
         ch.queue_bind(
             self.archive_queue.as_str().into(),
             self.archive_exchange.as_str().into(),
@@ -133,14 +179,29 @@ impl Topology {
 /// Arguments of a quorum queue; dead-lettering is at-least-once so nothing is lost on the way.
 fn quorum_args(dlx: Option<&str>, delivery_limit: Option<u32>) -> FieldTable {
     let mut t = FieldTable::default();
-    t.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     if let Some(dlx) = dlx {
-        t.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.into()));
-        t.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
-        t.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        t.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(dlx.into()),
+        );
+        t.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        t.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
     }
     if let Some(limit) = delivery_limit {
-        t.insert("x-delivery-limit".into(), AMQPValue::LongInt(limit.min(i32::MAX as u32) as i32));
+        t.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(limit.min(i32::MAX as u32) as i32),
+        );
     }
     t
 }
@@ -150,8 +211,14 @@ fn quorum_args(dlx: Option<&str>, delivery_limit: Option<u32>) -> FieldTable {
 /// whose classic-queue code path crashes the queue process in RabbitMQ 3.10 (seen in tests).
 fn classic_partition_args(dlx: &str) -> FieldTable {
     let mut t = FieldTable::default();
-    t.insert("x-queue-type".into(), AMQPValue::LongString("classic".into()));
-    t.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(dlx.into()));
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("classic".into()),
+    );
+    t.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(dlx.into()),
+    );
     t
 }
 
@@ -180,9 +247,17 @@ pub async fn consume_exclusive(
     let mut announced = false;
     loop {
         let channel = conn.create_channel().await?;
-        channel.basic_qos(prefetch, BasicQosOptions::default()).await?;
-        let opts = BasicConsumeOptions { exclusive: true, ..Default::default() };
-        match channel.basic_consume(queue.into(), tag.into(), opts, FieldTable::default()).await {
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let opts = BasicConsumeOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        match channel
+            .basic_consume(queue.into(), tag.into(), opts, FieldTable::default())
+            .await
+        {
             Ok(consumer) => {
                 tracing::info!(queue, "now the consumer of this partition");
                 return Ok(Some((channel, consumer)));
@@ -230,6 +305,23 @@ pub async fn connect_with_retry(
     }
 }
 
+/// Messages ready in `queue` (a passive declare: fails if the queue does not exist).
+pub async fn queue_depth(conn: &Connection, queue: &str) -> Result<u32, AmqpError> {
+    let ch = conn.create_channel().await?;
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let _ = ch.close(200, "ok".into()).await;
+    Ok(q.message_count())
+}
+
 /// A channel in confirm mode: every publish returns only once the broker has the message.
 #[derive(Clone, Debug)]
 pub struct ConfirmedPublisher {
@@ -239,7 +331,9 @@ pub struct ConfirmedPublisher {
 impl ConfirmedPublisher {
     pub async fn open(conn: &Connection) -> Result<Self, AmqpError> {
         let channel = conn.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         Ok(Self { channel })
     }
 
@@ -254,7 +348,13 @@ impl ConfirmedPublisher {
         let props = props.with_delivery_mode(2);
         let confirm = self
             .channel
-            .basic_publish(exchange.into(), routing_key.into(), BasicPublishOptions::default(), body, props)
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
             .await?
             .await?;
         match confirm {
@@ -292,13 +392,26 @@ pub fn dead_letter_properties(
 ) -> BasicProperties {
     let mut headers = original.headers().clone().unwrap_or_default();
     let reason: String = reason.chars().take(1024).collect();
-    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(LongString::from(reason)));
+    headers.insert(
+        REASON_HEADER.into(),
+        AMQPValue::LongString(LongString::from(reason)),
+    );
     headers.insert(
         FAILED_AT_HEADER.into(),
-        AMQPValue::LongString(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true).into()),
+        AMQPValue::LongString(
+            chrono::Utc::now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                .into(),
+        ),
     );
-    headers.insert(SOURCE_QUEUE_HEADER.into(), AMQPValue::LongString(source_queue.into()));
-    headers.insert(ROUTING_KEY_HEADER.into(), AMQPValue::LongString(routing_key.into()));
+    headers.insert(
+        SOURCE_QUEUE_HEADER.into(),
+        AMQPValue::LongString(source_queue.into()),
+    );
+    headers.insert(
+        ROUTING_KEY_HEADER.into(),
+        AMQPValue::LongString(routing_key.into()),
+    );
     original.clone().with_headers(headers)
 }
 
@@ -322,7 +435,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Self { initial, max, current: initial }
+        Self {
+            initial,
+            max,
+            current: initial,
+        }
     }
 
     pub fn next_delay(&mut self) -> Duration {
@@ -365,9 +482,14 @@ mod tests {
     fn dead_letter_headers_keep_the_original_ones() {
         let mut h = FieldTable::default();
         h.insert("trace".into(), AMQPValue::LongString("t-1".into()));
-        let p = BasicProperties::default().with_message_id("m1".into()).with_headers(h);
+        let p = BasicProperties::default()
+            .with_message_id("m1".into())
+            .with_headers(h);
         let d = dead_letter_properties(&p, "invalid JSON", "q.p0", "ep-1");
-        assert_eq!(header_str(&d, REASON_HEADER).as_deref(), Some("invalid JSON"));
+        assert_eq!(
+            header_str(&d, REASON_HEADER).as_deref(),
+            Some("invalid JSON")
+        );
         assert_eq!(header_str(&d, "trace").as_deref(), Some("t-1"));
         assert_eq!(header_str(&d, ROUTING_KEY_HEADER).as_deref(), Some("ep-1"));
         assert_eq!(d.message_id().as_ref().map(|s| s.as_str()), Some("m1"));

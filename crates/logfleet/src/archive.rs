@@ -130,7 +130,22 @@ pub struct ChunkArchiver<S: ObjectStore> {
     /// Instance id written into the lease; tells this worker's locks from others'.
     owner: String,
     stop_after: Option<ArchiveStep>,
+    /// Episodes this process is archiving now: the sweep and the event consumer share one lease
+    /// owner, so they must not run on the same episode at once.
+    running: std::sync::Mutex<std::collections::HashSet<EpisodeId>>,
     pub stats: Arc<ArchiveStats>,
+}
+
+/// Removes an episode from [`ChunkArchiver::running`] when its run ends, however it ends.
+struct RunningGuard<'a> {
+    set: &'a std::sync::Mutex<std::collections::HashSet<EpisodeId>>,
+    episode: EpisodeId,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        self.set.lock().expect("not poisoned").remove(&self.episode);
+    }
 }
 
 impl<S: ObjectStore> ChunkArchiver<S> {
@@ -142,6 +157,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             key_prefix: settings.s3.key_prefix.clone(),
             owner,
             stop_after: None,
+            running: Default::default(),
             stats: Arc::default(),
         }
     }
@@ -157,12 +173,30 @@ impl<S: ObjectStore> ChunkArchiver<S> {
     }
 
     fn lease_until(&self) -> DateTime {
-        DateTime::from_millis(DateTime::now().timestamp_millis() + self.settings.lease_secs as i64 * 1000)
+        DateTime::from_millis(
+            DateTime::now().timestamp_millis() + self.settings.lease_secs as i64 * 1000,
+        )
     }
 
     /// Takes the lock and archives what `kind` asks for. Runs that fail release the lock; a
     /// fault-plan stop leaves it held, like a crash would.
-    pub async fn archive_episode(&self, ep: &EpisodeId, kind: ArchiveKind) -> Result<ArchiveOutcome, ArchiveError> {
+    pub async fn archive_episode(
+        &self,
+        ep: &EpisodeId,
+        kind: ArchiveKind,
+    ) -> Result<ArchiveOutcome, ArchiveError> {
+        if !self
+            .running
+            .lock()
+            .expect("not poisoned")
+            .insert(ep.clone())
+        {
+            return Ok(ArchiveOutcome::Busy);
+        }
+        let _guard = RunningGuard {
+            set: &self.running,
+            episode: ep.clone(),
+        };
         let Some(meta) = self.store.metadata_of(ep).await? else {
             return Ok(ArchiveOutcome::Unknown);
         };
@@ -190,7 +224,10 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             }
             let mut next = meta.clone();
             next.is_archiving = true;
-            next.archive_lease = Some(ArchiveLease { owner: self.owner.clone(), expires_at: self.lease_until() });
+            next.archive_lease = Some(ArchiveLease {
+                owner: self.owner.clone(),
+                expires_at: self.lease_until(),
+            });
             next.version += 1;
             next.updated_at = now;
             if self.store.replace_metadata(meta.version, &next).await? {
@@ -205,7 +242,10 @@ impl<S: ObjectStore> ChunkArchiver<S> {
     }
 
     async fn reread(&self, ep: &EpisodeId) -> Result<LogMetadata, ArchiveError> {
-        self.store.metadata_of(ep).await?.ok_or_else(|| ArchiveError::LeaseLost(ep.clone()))
+        self.store
+            .metadata_of(ep)
+            .await?
+            .ok_or_else(|| ArchiveError::LeaseLost(ep.clone()))
     }
 
     /// Applies `change` to the LogMetadata by compare-and-set, provided this worker still holds
@@ -217,7 +257,11 @@ impl<S: ObjectStore> ChunkArchiver<S> {
     ) -> Result<LogMetadata, ArchiveError> {
         loop {
             let meta = self.reread(ep).await?;
-            let mine = meta.is_archiving && meta.archive_lease.as_ref().is_some_and(|l| l.owner == self.owner);
+            let mine = meta.is_archiving
+                && meta
+                    .archive_lease
+                    .as_ref()
+                    .is_some_and(|l| l.owner == self.owner);
             if !mine {
                 return Err(ArchiveError::LeaseLost(ep.clone()));
             }
@@ -253,10 +297,16 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         Ok(())
     }
 
-    async fn archive_locked(&self, mut meta: LogMetadata, kind: ArchiveKind) -> Result<ArchiveOutcome, ArchiveError> {
+    async fn archive_locked(
+        &self,
+        mut meta: LogMetadata,
+        kind: ArchiveKind,
+    ) -> Result<ArchiveOutcome, ArchiveError> {
         let ep = meta.episode_id.clone();
         // Finish the delete step of an earlier run that died after its commit.
-        self.store.delete_entries_below(&ep, meta.archived_logs).await?;
+        self.store
+            .delete_entries_below(&ep, meta.archived_logs)
+            .await?;
         let (mut chunks, mut logs) = (0u32, 0i64);
         loop {
             let start = meta.archived_logs;
@@ -314,11 +364,15 @@ impl<S: ObjectStore> ChunkArchiver<S> {
                 })
                 .await?;
             self.stop_point(ArchiveStep::AfterMetadata)?;
-            self.store.delete_entries_below(&ep, meta.archived_logs).await?;
+            self.store
+                .delete_entries_below(&ep, meta.archived_logs)
+                .await?;
             chunks += 1;
             logs += encoded.log_count;
             self.stats.chunks_written.fetch_add(1, Ordering::Relaxed);
-            self.stats.logs_archived.fetch_add(encoded.log_count as u64, Ordering::Relaxed);
+            self.stats
+                .logs_archived
+                .fetch_add(encoded.log_count as u64, Ordering::Relaxed);
             tracing::info!(episode = %ep, chunk_number, start, count = encoded.log_count, size_bytes, %key, "chunk archived");
         }
         Ok(ArchiveOutcome::Done { chunks, logs })
@@ -326,8 +380,16 @@ impl<S: ObjectStore> ChunkArchiver<S> {
 
     /// Reads `count` entries from `start` and encodes them; `Ok(Err(seq))` names the first
     /// missing sequence number when the range is not complete yet.
-    async fn build_chunk(&self, ep: &EpisodeId, start: i64, count: i64) -> Result<Result<EncodedChunk, i64>, ArchiveError> {
-        let mut cursor = self.store.entries_in_range(ep, start, start + count).await?;
+    async fn build_chunk(
+        &self,
+        ep: &EpisodeId,
+        start: i64,
+        count: i64,
+    ) -> Result<Result<EncodedChunk, i64>, ArchiveError> {
+        let mut cursor = self
+            .store
+            .entries_in_range(ep, start, start + count)
+            .await?;
         let mut writer = ChunkWriter::new(self.settings.gzip_level);
         while let Some(entry) = cursor.try_next().await.map_err(MongoError::from)? {
             let expected = start + writer.len();
@@ -344,7 +406,13 @@ impl<S: ObjectStore> ChunkArchiver<S> {
 
     /// Writes the LogChunk record. A record for this number left by a run that died before its
     /// commit is replaced when it differs (it was never committed: `totalChunks` is below it).
-    async fn record_chunk(&self, ep: &EpisodeId, chunk_number: i32, c: &EncodedChunk, key: &str) -> Result<(), ArchiveError> {
+    async fn record_chunk(
+        &self,
+        ep: &EpisodeId,
+        chunk_number: i32,
+        c: &EncodedChunk,
+        key: &str,
+    ) -> Result<(), ArchiveError> {
         let now = DateTime::now();
         let record = LogChunk {
             id: ObjectId::new(),
@@ -364,12 +432,29 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             Ok(_) => Ok(()),
             Err(e) if is_duplicate_key(&e) => {
                 let existing = self.store.chunk_of(ep, chunk_number).await?.ok_or(e)?;
-                let same = (existing.start_sequence, existing.end_sequence, existing.log_count, existing.size_bytes, &existing.src)
-                    == (record.start_sequence, record.end_sequence, record.log_count, record.size_bytes, &record.src)
-                    && (existing.start_time, existing.end_time) == (record.start_time, record.end_time);
+                let same = (
+                    existing.start_sequence,
+                    existing.end_sequence,
+                    existing.log_count,
+                    existing.size_bytes,
+                    &existing.src,
+                ) == (
+                    record.start_sequence,
+                    record.end_sequence,
+                    record.log_count,
+                    record.size_bytes,
+                    &record.src,
+                ) && (existing.start_time, existing.end_time)
+                    == (record.start_time, record.end_time);
                 if !same {
-                    let replacement = LogChunk { id: existing.id, ..record };
-                    self.store.chunks.replace_one(bson::doc! {"_id": existing.id}, &replacement).await?;
+                    let replacement = LogChunk {
+                        id: existing.id,
+                        ..record
+                    };
+                    self.store
+                        .chunks
+                        .replace_one(bson::doc! {"_id": existing.id}, &replacement)
+                        .await?;
                 }
                 Ok(())
             }
@@ -398,7 +483,9 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         }
         let mut chunks = 0;
         for ep in due {
-            if let ArchiveOutcome::Done { chunks: c, .. } = self.archive_episode(&ep, ArchiveKind::Threshold).await? {
+            if let ArchiveOutcome::Done { chunks: c, .. } =
+                self.archive_episode(&ep, ArchiveKind::Threshold).await?
+            {
                 chunks += c;
             }
         }
@@ -417,7 +504,10 @@ pub struct ArchiveOptions {
 }
 
 /// Runs an archive-worker until `shutdown` resolves.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), ArchiveError> {
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ArchiveError> {
     run_with(settings, ArchiveOptions::default(), shutdown).await
 }
 
@@ -427,7 +517,12 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ArchiveError> {
     let cancel = CancellationToken::new();
-    let drain = Duration::from_secs(settings.ingest.drain_deadline_secs.max(settings.archive.lease_secs));
+    let drain = Duration::from_secs(
+        settings
+            .ingest
+            .drain_deadline_secs
+            .max(settings.archive.lease_secs),
+    );
     let main = supervise(settings, options, cancel.clone());
     tokio::pin!(main);
     tokio::select! {
@@ -446,8 +541,15 @@ pub async fn run_with(
     }
 }
 
-async fn supervise(settings: Settings, options: ArchiveOptions, cancel: CancellationToken) -> Result<(), ArchiveError> {
-    let mut backoff = Backoff::new(settings.amqp.reconnect_initial(), settings.amqp.reconnect_max());
+async fn supervise(
+    settings: Settings,
+    options: ArchiveOptions,
+    cancel: CancellationToken,
+) -> Result<(), ArchiveError> {
+    let mut backoff = Backoff::new(
+        settings.amqp.reconnect_initial(),
+        settings.amqp.reconnect_max(),
+    );
     let store = MongoStore::connect(&settings.mongo).await?;
     while let Err(e) = store.ensure_indexes().await {
         let wait = backoff.next_delay();
@@ -465,20 +567,29 @@ async fn supervise(settings: Settings, options: ArchiveOptions, cancel: Cancella
             }
         }
     };
-    let instance = options
-        .instance
-        .unwrap_or_else(|| format!("archive-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
-    let mut archiver = ChunkArchiver::new(store, objects, &settings, instance.clone()).stop_after(options.stop_after);
+    let instance = options.instance.unwrap_or_else(|| {
+        format!(
+            "archive-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
+    });
+    let mut archiver = ChunkArchiver::new(store, objects, &settings, instance.clone())
+        .stop_after(options.stop_after);
     if let Some(stats) = options.stats {
         archiver.stats = stats;
     }
     let archiver = Arc::new(archiver);
-    let mut sweeper = tokio::spawn(sweep_loop(archiver.clone(), settings.archive.clone(), cancel.clone()));
+    let mut sweeper = tokio::spawn(sweep_loop(
+        archiver.clone(),
+        settings.archive.clone(),
+        cancel.clone(),
+    ));
     let topology = Topology::new(&settings.amqp);
     backoff.reset();
     let events = async {
         loop {
-            let Some(conn) = amqp::connect_with_retry(&settings.amqp, &instance, &cancel).await else {
+            let Some(conn) = amqp::connect_with_retry(&settings.amqp, &instance, &cancel).await
+            else {
                 return Ok(());
             };
             let r = consume_events(&archiver, &settings, &topology, &conn, &cancel).await;
@@ -540,10 +651,20 @@ async fn consume_events<S: ObjectStore + 'static>(
     let publisher = ConfirmedPublisher::open(conn).await?;
     let channel = conn.create_channel().await?;
     let concurrency = settings.archive.concurrency;
-    channel.basic_qos(concurrency.min(u16::MAX as usize) as u16, BasicQosOptions::default()).await?;
+    channel
+        .basic_qos(
+            concurrency.min(u16::MAX as usize) as u16,
+            BasicQosOptions::default(),
+        )
+        .await?;
     let tag = format!("{}-events", archiver.owner());
     let mut consumer = channel
-        .basic_consume(topology.archive_queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            topology.archive_queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     let slots = Arc::new(Semaphore::new(concurrency));
     let mut tasks = JoinSet::new();
@@ -564,11 +685,21 @@ async fn consume_events<S: ObjectStore + 'static>(
         let delivery = match next {
             Some(Ok(d)) => d,
             Some(Err(e)) => break Err(e.into()),
-            None => break Err(ArchiveError::Amqp(AmqpError::Nacked(format!("consumer of {} ended", topology.archive_queue)))),
+            None => {
+                break Err(ArchiveError::Amqp(AmqpError::Nacked(format!(
+                    "consumer of {} ended",
+                    topology.archive_queue
+                ))));
+            }
         };
         let permit = slots.clone().acquire_owned().await.expect("never closed");
-        let (archiver, publisher, topology, s, stop) =
-            (archiver.clone(), publisher.clone(), topology.clone(), settings.archive.clone(), stop.clone());
+        let (archiver, publisher, topology, s, stop) = (
+            archiver.clone(),
+            publisher.clone(),
+            topology.clone(),
+            settings.archive.clone(),
+            stop.clone(),
+        );
         tasks.spawn(async move {
             let r = handle_event(&archiver, &publisher, &topology, &s, delivery, &stop).await;
             drop(permit);
@@ -596,7 +727,13 @@ async fn handle_event<S: ObjectStore>(
     let request: ArchiveRequest = match serde_json::from_slice(&delivery.data) {
         Ok(r) => r,
         Err(e) => {
-            return dead_letter(publisher, topology, &delivery, &format!("invalid archive request: {e}")).await;
+            return dead_letter(
+                publisher,
+                topology,
+                &delivery,
+                &format!("invalid archive request: {e}"),
+            )
+            .await;
         }
     };
     let ep = &request.episode_id;
@@ -608,7 +745,9 @@ async fn handle_event<S: ObjectStore>(
             // Threshold: the holder, or the next sweep, archives what is due.
             Ok(ArchiveOutcome::Busy) if request.kind == ArchiveKind::Threshold => break,
             Ok(ArchiveOutcome::Busy) => "the archive lock is held by another worker".to_owned(),
-            Ok(ArchiveOutcome::Gap { at }) => format!("sequence {at} is reserved but not written yet"),
+            Ok(ArchiveOutcome::Gap { at }) => {
+                format!("sequence {at} is reserved but not written yet")
+            }
             Err(e @ ArchiveError::Stopped(_)) => return Err(e),
             Err(e) => {
                 tracing::warn!(episode = %ep, error = %e, "archive run failed; retrying");
@@ -616,7 +755,10 @@ async fn handle_event<S: ObjectStore>(
             }
         };
         if request.kind == ArchiveKind::Flush && tokio::time::Instant::now() >= flush_deadline {
-            let reason = format!("flush of {ep} could not complete within {} s: {retry_reason}", s.flush_wait_secs);
+            let reason = format!(
+                "flush of {ep} could not complete within {} s: {retry_reason}",
+                s.flush_wait_secs
+            );
             return dead_letter(publisher, topology, &delivery, &reason).await;
         }
         tokio::select! {
@@ -629,10 +771,27 @@ async fn handle_event<S: ObjectStore>(
     Ok(())
 }
 
-async fn dead_letter(publisher: &ConfirmedPublisher, topology: &Topology, d: &Delivery, reason: &str) -> Result<(), ArchiveError> {
+async fn dead_letter(
+    publisher: &ConfirmedPublisher,
+    topology: &Topology,
+    d: &Delivery,
+    reason: &str,
+) -> Result<(), ArchiveError> {
     tracing::warn!(%reason, "dead-lettering archive request");
-    let props = amqp::dead_letter_properties(&d.properties, reason, &topology.archive_queue, d.routing_key.as_str());
-    publisher.publish(&topology.archive_dead_letter_exchange, d.routing_key.as_str(), &d.data, props).await?;
+    let props = amqp::dead_letter_properties(
+        &d.properties,
+        reason,
+        &topology.archive_queue,
+        d.routing_key.as_str(),
+    );
+    publisher
+        .publish(
+            &topology.archive_dead_letter_exchange,
+            d.routing_key.as_str(),
+            &d.data,
+            props,
+        )
+        .await?;
     d.acker.ack(BasicAckOptions::default()).await?;
     Ok(())
 }
@@ -644,7 +803,13 @@ pub async fn request_archive(
     ep: &EpisodeId,
     kind: ArchiveKind,
 ) -> Result<(), AmqpError> {
-    let body = serde_json::to_vec(&ArchiveRequest { episode_id: ep.clone(), kind }).expect("serializable");
+    let body = serde_json::to_vec(&ArchiveRequest {
+        episode_id: ep.clone(),
+        kind,
+    })
+    .expect("serializable");
     let id = uuid::Uuid::new_v4().to_string();
-    publisher.publish_json(&topology.archive_exchange, ep.as_str(), &body, Some(&id)).await
+    publisher
+        .publish_json(&topology.archive_exchange, ep.as_str(), &body, Some(&id))
+        .await
 }

@@ -30,7 +30,10 @@ pub enum ChunkError {
     #[error("chunk encoding: {0}")]
     Io(#[from] std::io::Error),
     #[error("chunk line {line}: {source}")]
-    Line { line: usize, source: serde_json::Error },
+    Line {
+        line: usize,
+        source: serde_json::Error,
+    },
 }
 
 /// The S3 key of chunk `chunk_number` of `episode`. Deterministic, so a retry overwrites.
@@ -65,7 +68,8 @@ pub struct ChunkLine {
 
 /// Serializes datetimes as `2026-11-27T18:00:00.000Z`.
 fn rfc3339_ms(dt: DateTime) -> String {
-    dt.to_chrono().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    dt.to_chrono()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 #[derive(Serialize)]
@@ -133,7 +137,10 @@ impl ChunkWriter {
         if self.count == 0 {
             self.start_sequence = e.sequence_number;
         } else if e.sequence_number != self.end_sequence + 1 {
-            return Err(ChunkError::NotContiguous { expected_after: self.end_sequence, got: e.sequence_number });
+            return Err(ChunkError::NotContiguous {
+                expected_after: self.end_sequence,
+                got: e.sequence_number,
+            });
         }
         self.line.clear();
         let out = LineOut {
@@ -189,7 +196,12 @@ pub fn decode_chunk(gz: &[u8]) -> Result<Vec<ChunkLine>, ChunkError> {
     GzDecoder::new(gz).read_to_string(&mut text)?;
     text.lines()
         .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).map_err(|source| ChunkError::Line { line: i + 1, source }))
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|source| ChunkError::Line {
+                line: i + 1,
+                source,
+            })
+        })
         .collect()
 }
 
@@ -215,7 +227,11 @@ mod tests {
     #[test]
     fn round_trip_keeps_every_field_and_tracks_ranges() {
         let entries = vec![
-            entry(10, 5_000, Some(doc! {"k": 1_i64, "f": 1.5, "nested": {"a": [1_i64, "x"]}})),
+            entry(
+                10,
+                5_000,
+                Some(doc! {"k": 1_i64, "f": 1.5, "nested": {"a": [1_i64, "x"]}}),
+            ),
             entry(11, 4_000, None),
             entry(12, 6_000, None),
         ];
@@ -225,12 +241,21 @@ mod tests {
         }
         let c = w.finish().unwrap();
         assert_eq!((c.log_count, c.start_sequence, c.end_sequence), (3, 10, 12));
-        assert_eq!((c.start_time, c.end_time), (DateTime::from_millis(4_000), DateTime::from_millis(6_000)));
-        assert_eq!(c.logical_bytes, entries.iter().map(LogEntry::size).sum::<i64>());
+        assert_eq!(
+            (c.start_time, c.end_time),
+            (DateTime::from_millis(4_000), DateTime::from_millis(6_000))
+        );
+        assert_eq!(
+            c.logical_bytes,
+            entries.iter().map(LogEntry::size).sum::<i64>()
+        );
         let lines = decode_chunk(&c.bytes).unwrap();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0].id, entries[0].id.to_hex());
-        assert_eq!(lines[0].metadata, Some(serde_json::json!({"k": 1, "f": 1.5, "nested": {"a": [1, "x"]}})));
+        assert_eq!(
+            lines[0].metadata,
+            Some(serde_json::json!({"k": 1, "f": 1.5, "nested": {"a": [1, "x"]}}))
+        );
         assert_eq!(lines[1].metadata, None);
         assert_eq!(lines[2].sequence_number, 12);
         assert_eq!(lines[2].timestamp.timestamp_millis(), 6_000);
@@ -247,7 +272,9 @@ mod tests {
         w.push(&e).unwrap();
         let c = w.finish().unwrap();
         let mut text = String::new();
-        GzDecoder::new(&c.bytes[..]).read_to_string(&mut text).unwrap();
+        GzDecoder::new(&c.bytes[..])
+            .read_to_string(&mut text)
+            .unwrap();
         assert_eq!(
             text,
             "{\"id\":\"65f000000000000000000001\",\"episodeId\":\"ep-1\",\"timestamp\":\"1970-01-01T00:00:00.000Z\",\"level\":\"warn\",\"message\":\"m\",\"metadata\":{\"b\":2,\"a\":\"x\"},\"sequenceNumber\":0,\"createdAt\":\"2023-11-14T22:13:20.123Z\"}\n"
@@ -258,15 +285,30 @@ mod tests {
     fn gaps_and_empty_chunks_are_refused() {
         let mut w = ChunkWriter::new(1);
         w.push(&entry(0, 0, None)).unwrap();
-        assert!(matches!(w.push(&entry(2, 0, None)), Err(ChunkError::NotContiguous { expected_after: 0, got: 2 })));
-        assert!(matches!(ChunkWriter::new(1).finish(), Err(ChunkError::Empty)));
+        assert!(matches!(
+            w.push(&entry(2, 0, None)),
+            Err(ChunkError::NotContiguous {
+                expected_after: 0,
+                got: 2
+            })
+        ));
+        assert!(matches!(
+            ChunkWriter::new(1).finish(),
+            Err(ChunkError::Empty)
+        ));
     }
 
     #[test]
     fn keys_are_deterministic_and_stay_under_their_prefix() {
         let ep = EpisodeId::parse("run.7:a").unwrap();
-        assert_eq!(chunk_key("logs", &ep, 3), "logs/run.7:a/chunk-0000000003.jsonl.gz");
-        assert_eq!(chunk_key("/logs/", &ep, 3), "logs/run.7:a/chunk-0000000003.jsonl.gz");
+        assert_eq!(
+            chunk_key("logs", &ep, 3),
+            "logs/run.7:a/chunk-0000000003.jsonl.gz"
+        );
+        assert_eq!(
+            chunk_key("/logs/", &ep, 3),
+            "logs/run.7:a/chunk-0000000003.jsonl.gz"
+        );
         assert_eq!(chunk_key("", &ep, 0), "run.7:a/chunk-0000000000.jsonl.gz");
     }
 }

@@ -174,8 +174,10 @@ impl Settings {
     }
 
     pub fn load_from(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut b = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+        let mut b = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
         if let Some(f) = file {
             b = b.add_source(config::File::from(f).required(true));
         }
@@ -198,7 +200,10 @@ impl Settings {
         if self.amqp.partitions == 0 {
             return bad("amqp.partitions must be at least 1");
         }
-        if !matches!(self.amqp.partition_queue_type.as_str(), "classic" | "quorum") {
+        if !matches!(
+            self.amqp.partition_queue_type.as_str(),
+            "classic" | "quorum"
+        ) {
             return bad("amqp.partition_queue_type must be classic or quorum");
         }
         if self.amqp.prefix.is_empty() || self.amqp.prefix.contains(char::is_whitespace) {
@@ -222,7 +227,9 @@ impl Settings {
         if !matches!(self.telemetry.format.as_str(), "human" | "json") {
             return bad("telemetry.format must be human or json");
         }
-        if self.mongo.write_concern != "majority" && self.mongo.write_concern.parse::<u32>().is_err() {
+        if self.mongo.write_concern != "majority"
+            && self.mongo.write_concern.parse::<u32>().is_err()
+        {
             return bad("mongo.write_concern must be \"majority\" or a number");
         }
         Ok(())
@@ -234,7 +241,11 @@ impl AmqpSettings {
         Duration::from_secs_f64(self.reconnect_initial_secs.max(0.01))
     }
     pub fn reconnect_max(&self) -> Duration {
-        Duration::from_secs_f64(self.reconnect_max_secs.max(self.reconnect_initial_secs).max(0.01))
+        Duration::from_secs_f64(
+            self.reconnect_max_secs
+                .max(self.reconnect_initial_secs)
+                .max(0.01),
+        )
     }
 }
 
@@ -245,7 +256,10 @@ mod tests {
     #[test]
     fn defaults_parse_and_match_the_schema_defaults() {
         let s = Settings::load_from(None).unwrap();
-        assert_eq!(s.ingest.archive_threshold, crate::model::DEFAULT_ARCHIVE_THRESHOLD);
+        assert_eq!(
+            s.ingest.archive_threshold,
+            crate::model::DEFAULT_ARCHIVE_THRESHOLD
+        );
         assert_eq!(s.ingest.chunk_size, crate::model::DEFAULT_CHUNK_SIZE);
         assert_eq!(s.amqp.prefix, "logfleet");
         assert_eq!(s.mongo.log_entry_collection, "LogEntry");

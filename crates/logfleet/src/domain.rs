@@ -27,7 +27,9 @@ pub enum DomainError {
     EpisodeIdDotDot,
     #[error("unknown level {0:?}; expected one of info, warn, error, debug, fatal")]
     UnknownLevel(String),
-    #[error("message_id is empty or longer than {MESSAGE_ID_MAX_LEN} bytes, or has non-printable characters")]
+    #[error(
+        "message_id is empty or longer than {MESSAGE_ID_MAX_LEN} bytes, or has non-printable characters"
+    )]
     BadMessageId,
 }
 
@@ -146,7 +148,10 @@ impl MessageId {
     /// The idempotency key of a message published without `message_id`.
     pub fn digest_of(body: &[u8]) -> Self {
         use sha2::Digest;
-        Self(format!("sha256:{}", hex::encode(sha2::Sha256::digest(body))))
+        Self(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(body))
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -174,8 +179,20 @@ mod tests {
     #[test]
     fn episode_ids_that_could_escape_a_key_or_act_as_an_operator_are_refused() {
         for bad in [
-            "", "../etc", "a/../b", "a/b", "$gt", "a$b", ".hidden", "a..b", "-x", "a b", "ép",
-            "a\u{0}b", "a\u{202e}b", "ａ",
+            "",
+            "../etc",
+            "a/../b",
+            "a/b",
+            "$gt",
+            "a$b",
+            ".hidden",
+            "a..b",
+            "-x",
+            "a b",
+            "ép",
+            "a\u{0}b",
+            "a\u{202e}b",
+            "ａ",
         ] {
             assert!(EpisodeId::parse(bad).is_err(), "{bad:?} was accepted");
         }
@@ -195,7 +212,10 @@ mod tests {
     fn levels_parse_case_insensitively_and_print_lowercase() {
         assert_eq!(LogLevel::parse("WARN").unwrap(), LogLevel::Warn);
         assert_eq!(LogLevel::parse("Fatal").unwrap().as_str(), "fatal");
-        assert!(matches!(LogLevel::parse("verbose"), Err(DomainError::UnknownLevel(_))));
+        assert!(matches!(
+            LogLevel::parse("verbose"),
+            Err(DomainError::UnknownLevel(_))
+        ));
         assert!(LogLevel::parse("warning").is_err());
     }
 

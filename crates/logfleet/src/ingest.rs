@@ -105,7 +105,10 @@ pub struct IngestOptions {
 }
 
 /// Runs an ingest-worker until `shutdown` resolves, then drains in-flight batches.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), IngestError> {
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), IngestError> {
     run_with(settings, IngestOptions::default(), shutdown).await
 }
 
@@ -147,9 +150,16 @@ struct Worker {
     stats: Arc<IngestStats>,
 }
 
-async fn supervise(settings: Settings, options: IngestOptions, cancel: CancellationToken) -> Result<(), IngestError> {
+async fn supervise(
+    settings: Settings,
+    options: IngestOptions,
+    cancel: CancellationToken,
+) -> Result<(), IngestError> {
     let store = MongoStore::connect(&settings.mongo).await?;
-    let mut backoff = Backoff::new(settings.amqp.reconnect_initial(), settings.amqp.reconnect_max());
+    let mut backoff = Backoff::new(
+        settings.amqp.reconnect_initial(),
+        settings.amqp.reconnect_max(),
+    );
     while let Err(e) = store.ensure_indexes().await {
         let wait = backoff.next_delay();
         tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MongoDB not ready; retrying");
@@ -160,7 +170,9 @@ async fn supervise(settings: Settings, options: IngestOptions, cancel: Cancellat
         .unwrap_or_else(|| format!("ingest-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
     let worker = Arc::new(Worker {
         topology: Topology::new(&settings.amqp),
-        ledger: SequenceLedger { window: settings.ingest.ledger_window },
+        ledger: SequenceLedger {
+            window: settings.ingest.ledger_window,
+        },
         store,
         instance,
         fault: options.fault,
@@ -170,7 +182,9 @@ async fn supervise(settings: Settings, options: IngestOptions, cancel: Cancellat
     });
     backoff.reset();
     loop {
-        let Some(conn) = amqp::connect_with_retry(&worker.settings.amqp, &worker.instance, &cancel).await else {
+        let Some(conn) =
+            amqp::connect_with_retry(&worker.settings.amqp, &worker.instance, &cancel).await
+        else {
             return Ok(());
         };
         let conn = Arc::new(conn);
@@ -190,7 +204,11 @@ async fn supervise(settings: Settings, options: IngestOptions, cancel: Cancellat
 }
 
 /// One connection's life: declare the topology, consume every partition queue.
-async fn session(worker: &Arc<Worker>, conn: &Arc<Connection>, cancel: &CancellationToken) -> Result<(), IngestError> {
+async fn session(
+    worker: &Arc<Worker>,
+    conn: &Arc<Connection>,
+    cancel: &CancellationToken,
+) -> Result<(), IngestError> {
     worker.topology.declare(conn).await?;
     let publisher = ConfirmedPublisher::open(conn).await?;
     let stop = cancel.child_token();
@@ -201,11 +219,21 @@ async fn session(worker: &Arc<Worker>, conn: &Arc<Connection>, cancel: &Cancella
     let offset = rand::random::<u64>() as usize % queues.len();
     for queue in queues.iter().cycle().skip(offset).take(queues.len()) {
         let conn = conn.clone();
-        tasks.spawn(consume_partition(worker.clone(), conn, publisher.clone(), queue.clone(), stop.clone()));
+        tasks.spawn(consume_partition(
+            worker.clone(),
+            conn,
+            publisher.clone(),
+            queue.clone(),
+            stop.clone(),
+        ));
     }
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
-        let r = joined.unwrap_or_else(|e| Err(IngestError::ConsumerEnded(format!("partition task panicked: {e}"))));
+        let r = joined.unwrap_or_else(|e| {
+            Err(IngestError::ConsumerEnded(format!(
+                "partition task panicked: {e}"
+            )))
+        });
         if let Err(e) = r {
             stop.cancel();
             first_error.get_or_insert(e);
@@ -224,7 +252,9 @@ async fn consume_partition(
     let prefetch = worker.settings.ingest.prefetch;
     let tag = format!("{}-{}", worker.instance, queue);
     let poll = Duration::from_millis(worker.settings.ingest.standby_poll_ms.max(10));
-    let Some((channel, mut consumer)) = amqp::consume_exclusive(&conn, &queue, &tag, prefetch, poll, &stop).await? else {
+    let Some((channel, mut consumer)) =
+        amqp::consume_exclusive(&conn, &queue, &tag, prefetch, poll, &stop).await?
+    else {
         return Ok(());
     };
     let linger = Duration::from_millis(worker.settings.ingest.batch_linger_ms);
@@ -247,8 +277,13 @@ async fn consume_partition(
         match handle_batch(&worker, &publisher, &queue, &batch, &mut cache, &stop).await? {
             BatchOutcome::Done => {
                 let last = batch.last().map(|d| d.delivery_tag).unwrap_or_default();
-                channel.basic_ack(last, BasicAckOptions { multiple: true }).await?;
-                worker.stats.messages_acked.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                channel
+                    .basic_ack(last, BasicAckOptions { multiple: true })
+                    .await?;
+                worker
+                    .stats
+                    .messages_acked
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             // Shutdown while retrying: leave the batch unacked; it returns to the queue.
             BatchOutcome::Abandoned => return Ok(()),
@@ -280,7 +315,10 @@ async fn handle_batch(
     let mut valid = Vec::with_capacity(batch.len());
     for d in batch {
         if d.redelivered {
-            worker.stats.messages_redelivered.fetch_add(1, Ordering::Relaxed);
+            worker
+                .stats
+                .messages_redelivered
+                .fetch_add(1, Ordering::Relaxed);
         }
         let props = MessageProperties {
             message_id: d.properties.message_id().as_ref().map(|s| s.as_str()),
@@ -292,11 +330,24 @@ async fn handle_batch(
             Err(reason) => {
                 let reason = reason.to_string();
                 tracing::warn!(queue, routing_key = %d.routing_key, %reason, bytes = d.data.len(), "dead-lettering invalid message");
-                let props = amqp::dead_letter_properties(&d.properties, &reason, queue, d.routing_key.as_str());
+                let props = amqp::dead_letter_properties(
+                    &d.properties,
+                    &reason,
+                    queue,
+                    d.routing_key.as_str(),
+                );
                 publisher
-                    .publish(&worker.topology.dead_letter_exchange, d.routing_key.as_str(), &d.data, props)
+                    .publish(
+                        &worker.topology.dead_letter_exchange,
+                        d.routing_key.as_str(),
+                        &d.data,
+                        props,
+                    )
                     .await?;
-                worker.stats.messages_dead_lettered.fetch_add(1, Ordering::Relaxed);
+                worker
+                    .stats
+                    .messages_dead_lettered
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -316,12 +367,21 @@ async fn handle_batch(
         match write_batch(worker, &groups, cache).await {
             Ok(events) => {
                 for ep in events {
-                    let body = serde_json::json!({"episodeId": ep.as_str(), "kind": "threshold"}).to_string();
+                    let body = serde_json::json!({"episodeId": ep.as_str(), "kind": "threshold"})
+                        .to_string();
                     let id = uuid::Uuid::new_v4().to_string();
                     publisher
-                        .publish_json(&worker.topology.archive_exchange, ep.as_str(), body.as_bytes(), Some(&id))
+                        .publish_json(
+                            &worker.topology.archive_exchange,
+                            ep.as_str(),
+                            body.as_bytes(),
+                            Some(&id),
+                        )
                         .await?;
-                    worker.stats.threshold_events.fetch_add(1, Ordering::Relaxed);
+                    worker
+                        .stats
+                        .threshold_events
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::info!(episode = %ep, "threshold reached: archive event published");
                 }
                 return Ok(BatchOutcome::Done);
@@ -380,17 +440,31 @@ async fn write_batch(
         }
         let threshold = i64::from(plan.updated.archive_threshold);
         if plan.has_replays() {
-            replayed.push((ep, plan.assignments.iter().filter(|a| !a.fresh).map(|a| a.first_sequence).min()));
+            replayed.push((
+                ep,
+                plan.assignments
+                    .iter()
+                    .filter(|a| !a.fresh)
+                    .map(|a| a.first_sequence)
+                    .min(),
+            ));
         }
-        if plan.crossed_threshold || (plan.has_replays() && plan.updated.current_logs >= threshold) {
+        if plan.crossed_threshold || (plan.has_replays() && plan.updated.current_logs >= threshold)
+        {
             events.push(ep.clone());
         }
     }
     worker.fault_point(IngestStep::AfterReserve)?;
     for slice in entries.chunks(worker.settings.ingest.max_batch_logs) {
         let out = worker.store.insert_entries(slice).await?;
-        worker.stats.logs_inserted.fetch_add(out.inserted as u64, Ordering::Relaxed);
-        worker.stats.logs_duplicate.fetch_add(out.duplicates as u64, Ordering::Relaxed);
+        worker
+            .stats
+            .logs_inserted
+            .fetch_add(out.inserted as u64, Ordering::Relaxed);
+        worker
+            .stats
+            .logs_duplicate
+            .fetch_add(out.duplicates as u64, Ordering::Relaxed);
     }
     worker.fault_point(IngestStep::AfterInsert)?;
     // A replayed entry may have been archived and deleted between our read of archivedLogs and
@@ -399,7 +473,10 @@ async fn write_batch(
         let fresh = worker.store.metadata_of(ep).await?;
         if let (Some(m), Some(lowest)) = (fresh, lowest) {
             if lowest < m.archived_logs {
-                worker.store.delete_entries_below(ep, m.archived_logs).await?;
+                worker
+                    .store
+                    .delete_entries_below(ep, m.archived_logs)
+                    .await?;
             }
             cache.insert(ep.clone(), m);
         }
@@ -420,11 +497,18 @@ async fn reserve(
             Some(m) => m,
             None => {
                 let s = &worker.settings.ingest;
-                worker.store.metadata_or_create(ep, s.archive_threshold, s.chunk_size).await?
+                worker
+                    .store
+                    .metadata_or_create(ep, s.archive_threshold, s.chunk_size)
+                    .await?
             }
         };
         let plan = worker.ledger.plan(&current, msgs, now);
-        if worker.store.replace_metadata(current.version, &plan.updated).await? {
+        if worker
+            .store
+            .replace_metadata(current.version, &plan.updated)
+            .await?
+        {
             if cache.len() >= 10_000 {
                 cache.clear();
             }

@@ -60,7 +60,10 @@ impl SequenceLedger {
         let mut assignments = Vec::with_capacity(messages.len());
         for msg in messages {
             if let Some(&first) = known.get(msg.message_id.as_str()) {
-                assignments.push(Assignment { first_sequence: first, fresh: false });
+                assignments.push(Assignment {
+                    first_sequence: first,
+                    fresh: false,
+                });
                 continue;
             }
             let first = m.next_sequence_number;
@@ -71,8 +74,14 @@ impl SequenceLedger {
             for log in &msg.logs {
                 m.add_level_count(log.level, 1);
                 m.current_mongo_bytes += log.size;
-                m.first_log_at = Some(m.first_log_at.map_or(log.timestamp, |t| t.min(log.timestamp)));
-                m.last_log_at = Some(m.last_log_at.map_or(log.timestamp, |t| t.max(log.timestamp)));
+                m.first_log_at = Some(
+                    m.first_log_at
+                        .map_or(log.timestamp, |t| t.min(log.timestamp)),
+                );
+                m.last_log_at = Some(
+                    m.last_log_at
+                        .map_or(log.timestamp, |t| t.max(log.timestamp)),
+                );
             }
             m.recent_messages.push(LedgerEntry {
                 message_id: msg.message_id.as_str().to_owned(),
@@ -80,7 +89,10 @@ impl SequenceLedger {
                 log_count: n,
             });
             known.insert(msg.message_id.as_str(), first);
-            assignments.push(Assignment { first_sequence: first, fresh: true });
+            assignments.push(Assignment {
+                first_sequence: first,
+                fresh: true,
+            });
         }
         let excess = m.recent_messages.len().saturating_sub(self.window);
         m.recent_messages.drain(..excess);
@@ -88,7 +100,11 @@ impl SequenceLedger {
         m.updated_at = now;
         let threshold = i64::from(m.archive_threshold);
         let crossed_threshold = current.current_logs < threshold && m.current_logs >= threshold;
-        Plan { assignments, updated: m, crossed_threshold }
+        Plan {
+            assignments,
+            updated: m,
+            crossed_threshold,
+        }
     }
 }
 
@@ -117,22 +133,49 @@ mod tests {
     }
 
     fn meta(threshold: i32) -> LogMetadata {
-        LogMetadata::new(EpisodeId::parse("ep").unwrap(), threshold, threshold, DateTime::from_millis(0))
+        LogMetadata::new(
+            EpisodeId::parse("ep").unwrap(),
+            threshold,
+            threshold,
+            DateTime::from_millis(0),
+        )
     }
 
     #[test]
     fn fresh_messages_get_contiguous_ranges_and_exact_statistics() {
         use LogLevel::*;
         let l = SequenceLedger { window: 10 };
-        let (a, b) = (msg("a", &[Info, Warn], 100), msg("b", &[Info, Info, Error], 50));
+        let (a, b) = (
+            msg("a", &[Info, Warn], 100),
+            msg("b", &[Info, Info, Error], 50),
+        );
         let p = l.plan(&meta(100), &[&a, &b], DateTime::from_millis(9));
-        assert_eq!(p.assignments, vec![
-            Assignment { first_sequence: 0, fresh: true },
-            Assignment { first_sequence: 2, fresh: true },
-        ]);
+        assert_eq!(
+            p.assignments,
+            vec![
+                Assignment {
+                    first_sequence: 0,
+                    fresh: true
+                },
+                Assignment {
+                    first_sequence: 2,
+                    fresh: true
+                },
+            ]
+        );
         let m = &p.updated;
-        assert_eq!((m.next_sequence_number, m.total_logs, m.current_logs), (5, 5, 5));
-        assert_eq!((m.level_count(Info), m.level_count(Warn), m.level_count(Error)), (3, 1, 1));
+        assert_eq!(
+            (m.next_sequence_number, m.total_logs, m.current_logs),
+            (5, 5, 5)
+        );
+        assert_eq!(
+            (
+                m.level_count(Info),
+                m.level_count(Warn),
+                m.level_count(Error)
+            ),
+            (3, 1, 1)
+        );
         assert_eq!(m.current_mongo_bytes, 50);
         assert_eq!(m.first_log_at, Some(DateTime::from_millis(50)));
         assert_eq!(m.last_log_at, Some(DateTime::from_millis(101)));
@@ -148,22 +191,49 @@ mod tests {
         let (a, b) = (msg("a", &[Info, Warn], 1), msg("b", &[Debug], 1));
         let first = l.plan(&meta(100), &[&a], DateTime::from_millis(1)).updated;
         let p = l.plan(&first, &[&a, &b, &b], DateTime::from_millis(2));
-        assert_eq!(p.assignments, vec![
-            Assignment { first_sequence: 0, fresh: false },
-            Assignment { first_sequence: 2, fresh: true },
-            Assignment { first_sequence: 2, fresh: false },
-        ]);
+        assert_eq!(
+            p.assignments,
+            vec![
+                Assignment {
+                    first_sequence: 0,
+                    fresh: false
+                },
+                Assignment {
+                    first_sequence: 2,
+                    fresh: true
+                },
+                Assignment {
+                    first_sequence: 2,
+                    fresh: false
+                },
+            ]
+        );
         assert!(p.has_replays());
-        assert_eq!((p.updated.total_logs, p.updated.next_sequence_number), (3, 3));
+        assert_eq!(
+            (p.updated.total_logs, p.updated.next_sequence_number),
+            (3, 3)
+        );
         assert_eq!(p.updated.level_count(Debug), 1);
     }
 
     #[test]
     fn the_window_keeps_the_most_recent_ids() {
         let l = SequenceLedger { window: 2 };
-        let ms: Vec<_> = ["a", "b", "c"].iter().map(|id| msg(id, &[LogLevel::Info], 0)).collect();
-        let p = l.plan(&meta(100), &ms.iter().collect::<Vec<_>>(), DateTime::from_millis(0));
-        let ids: Vec<_> = p.updated.recent_messages.iter().map(|e| e.message_id.as_str()).collect();
+        let ms: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|id| msg(id, &[LogLevel::Info], 0))
+            .collect();
+        let p = l.plan(
+            &meta(100),
+            &ms.iter().collect::<Vec<_>>(),
+            DateTime::from_millis(0),
+        );
+        let ids: Vec<_> = p
+            .updated
+            .recent_messages
+            .iter()
+            .map(|e| e.message_id.as_str())
+            .collect();
         assert_eq!(ids, ["b", "c"]);
     }
 

@@ -108,7 +108,9 @@ pub fn decode(
     }
     if let Some(enc) = props.content_encoding {
         if !enc.is_empty() && !enc.eq_ignore_ascii_case("identity") {
-            return Err(RejectReason::ContentEncoding(enc.chars().take(64).collect()));
+            return Err(RejectReason::ContentEncoding(
+                enc.chars().take(64).collect(),
+            ));
         }
     }
     if body.len() > limits.max_message_bytes {
@@ -118,7 +120,8 @@ pub fn decode(
         });
     }
     let text = std::str::from_utf8(body).map_err(|_| RejectReason::NotUtf8)?;
-    let env: Envelope = serde_json::from_str(text).map_err(|e| RejectReason::Json(e.to_string()))?;
+    let env: Envelope =
+        serde_json::from_str(text).map_err(|e| RejectReason::Json(e.to_string()))?;
     let message_id = match props.message_id {
         Some(id) => MessageId::parse(id)?,
         None => MessageId::digest_of(body),
@@ -152,7 +155,8 @@ pub fn decode(
         .into_iter()
         .enumerate()
         .map(|(index, w)| {
-            validate_log(w, &episode_id, limits).map_err(|reason| RejectReason::Log { index, reason })
+            validate_log(w, &episode_id, limits)
+                .map_err(|reason| RejectReason::Log { index, reason })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(LogMessage {
@@ -162,9 +166,14 @@ pub fn decode(
     })
 }
 
-fn validate_log(w: WireLog, episode: &EpisodeId, limits: &LimitsSettings) -> Result<NewLog, String> {
+fn validate_log(
+    w: WireLog,
+    episode: &EpisodeId,
+    limits: &LimitsSettings,
+) -> Result<NewLog, String> {
     let timestamp = parse_timestamp(w.timestamp.as_ref().ok_or("missing field `timestamp`")?)?;
-    let level = LogLevel::parse(&w.level.ok_or("missing field `level`")?).map_err(|e| e.to_string())?;
+    let level =
+        LogLevel::parse(&w.level.ok_or("missing field `level`")?).map_err(|e| e.to_string())?;
     let message = w.message.ok_or("missing field `message`")?;
     if message.len() > limits.max_log_message_bytes {
         return Err(format!(
@@ -208,13 +217,20 @@ fn parse_timestamp(v: &Value) -> Result<bson::DateTime, String> {
             .map_err(|e| format!("timestamp {:?} is not RFC 3339: {e}", truncate(s)))?
             .with_timezone(&Utc)
             .timestamp_millis(),
-        Value::Number(n) => n
-            .as_i64()
-            .ok_or_else(|| format!("timestamp {n} is not an integer count of epoch milliseconds"))?,
-        other => return Err(format!("timestamp must be an RFC 3339 string or epoch milliseconds, not {}", kind(other))),
+        Value::Number(n) => n.as_i64().ok_or_else(|| {
+            format!("timestamp {n} is not an integer count of epoch milliseconds")
+        })?,
+        other => {
+            return Err(format!(
+                "timestamp must be an RFC 3339 string or epoch milliseconds, not {}",
+                kind(other)
+            ));
+        }
     };
     if !(MIN_TIMESTAMP_MS..MAX_TIMESTAMP_MS).contains(&ms) {
-        return Err(format!("timestamp {ms} ms is outside 1970-01-01..2100-01-01"));
+        return Err(format!(
+            "timestamp {ms} ms is outside 1970-01-01..2100-01-01"
+        ));
     }
     Ok(bson::DateTime::from_millis(ms))
 }
@@ -226,7 +242,10 @@ fn check_metadata(map: &Map<String, Value>, depth: usize, max_depth: usize) -> R
     }
     for (k, v) in map {
         if k.starts_with('$') || k.contains('\0') || k.is_empty() {
-            return Err(format!("metadata key {:?} is empty, starts with '$' or has a NUL", truncate(k)));
+            return Err(format!(
+                "metadata key {:?} is empty, starts with '$' or has a NUL",
+                truncate(k)
+            ));
         }
         check_value(v, depth, max_depth)?;
     }
@@ -240,12 +259,16 @@ fn check_value(v: &Value, depth: usize, max_depth: usize) -> Result<(), String> 
             if depth + 1 > max_depth {
                 return Err(format!("metadata nests deeper than {max_depth} levels"));
             }
-            items.iter().try_for_each(|i| check_value(i, depth + 1, max_depth))
+            items
+                .iter()
+                .try_for_each(|i| check_value(i, depth + 1, max_depth))
         }
-        Value::Number(n) if n.is_u64() && n.as_i64().is_none() => {
-            Err(format!("metadata number {n} does not fit a 64-bit signed integer"))
+        Value::Number(n) if n.is_u64() && n.as_i64().is_none() => Err(format!(
+            "metadata number {n} does not fit a 64-bit signed integer"
+        )),
+        Value::String(s) if s.contains('\0') => {
+            Err("metadata string contains a NUL character".into())
         }
-        Value::String(s) if s.contains('\0') => Err("metadata string contains a NUL character".into()),
         _ => Ok(()),
     }
 }
@@ -283,12 +306,17 @@ mod tests {
 
     #[test]
     fn single_log_with_rfc3339_time() {
-        let m = ok(r#"{"episodeId":"ep-1","timestamp":"2026-01-02T03:04:05.678+01:00","level":"WARN","message":"hi","metadata":{"k":1}}"#);
+        let m = ok(
+            r#"{"episodeId":"ep-1","timestamp":"2026-01-02T03:04:05.678+01:00","level":"WARN","message":"hi","metadata":{"k":1}}"#,
+        );
         assert_eq!(m.episode_id.as_str(), "ep-1");
         assert_eq!(m.logs.len(), 1);
         assert_eq!(m.logs[0].level, LogLevel::Warn);
         assert_eq!(m.logs[0].timestamp.timestamp_millis(), 1_767_319_445_678);
-        assert_eq!(m.logs[0].metadata.as_ref().unwrap().get_i64("k").unwrap(), 1);
+        assert_eq!(
+            m.logs[0].metadata.as_ref().unwrap().get_i64("k").unwrap(),
+            1
+        );
         assert!(m.message_id.as_str().starts_with("sha256:"));
     }
 
@@ -297,7 +325,11 @@ mod tests {
         let body = r#"{"episodeId":"ep","logs":[{"timestamp":1000,"level":"info","message":"a"},{"timestamp":2000,"level":"debug","message":"b","metadata":null}]}"#;
         let m = decode(
             body.as_bytes(),
-            MessageProperties { message_id: Some("m-1"), content_type: Some("application/json; charset=utf-8"), ..Default::default() },
+            MessageProperties {
+                message_id: Some("m-1"),
+                content_type: Some("application/json; charset=utf-8"),
+                ..Default::default()
+            },
             &limits(),
         )
         .unwrap();
@@ -309,39 +341,116 @@ mod tests {
     #[test]
     fn bad_bodies_get_clear_reasons() {
         assert!(matches!(err("{not json"), RejectReason::Json(_)));
-        assert!(matches!(err(r#"{"episodeId":"e","timestamp":1,"level":"info","message":5}"#), RejectReason::Json(m) if m.contains("expected a string")));
-        assert!(err(r#"{"episodeId":"e","timestamp":1,"level":"loud","message":"x"}"#).to_string().contains("unknown level"));
-        assert!(matches!(err(r#"{"episodeId":"../x","timestamp":1,"level":"info","message":"x"}"#), RejectReason::Domain(_)));
-        assert!(matches!(err(r#"{"episodeId":"e","logs":[]}"#), RejectReason::EmptyBatch));
-        assert!(matches!(err(r#"{"episodeId":"e","logs":[],"message":"x"}"#), RejectReason::MixedForms));
-        assert!(matches!(err(r#"{"timestamp":1,"level":"info","message":"x"}"#), RejectReason::Missing("episodeId")));
-        assert!(err(r#"{"episodeId":"e","timestamp":1,"level":"info","message":"x","extra":1}"#).to_string().contains("unknown field"));
-        assert!(err(r#"{"episodeId":"e","episodeId":"f","timestamp":1,"level":"info","message":"x"}"#).to_string().contains("duplicate field"));
-        assert!(err(r#"{"episodeId":"e","timestamp":-5,"level":"info","message":"x"}"#).to_string().contains("outside"));
+        assert!(
+            matches!(err(r#"{"episodeId":"e","timestamp":1,"level":"info","message":5}"#), RejectReason::Json(m) if m.contains("expected a string"))
+        );
+        assert!(
+            err(r#"{"episodeId":"e","timestamp":1,"level":"loud","message":"x"}"#)
+                .to_string()
+                .contains("unknown level")
+        );
+        assert!(matches!(
+            err(r#"{"episodeId":"../x","timestamp":1,"level":"info","message":"x"}"#),
+            RejectReason::Domain(_)
+        ));
+        assert!(matches!(
+            err(r#"{"episodeId":"e","logs":[]}"#),
+            RejectReason::EmptyBatch
+        ));
+        assert!(matches!(
+            err(r#"{"episodeId":"e","logs":[],"message":"x"}"#),
+            RejectReason::MixedForms
+        ));
+        assert!(matches!(
+            err(r#"{"timestamp":1,"level":"info","message":"x"}"#),
+            RejectReason::Missing("episodeId")
+        ));
+        assert!(
+            err(r#"{"episodeId":"e","timestamp":1,"level":"info","message":"x","extra":1}"#)
+                .to_string()
+                .contains("unknown field")
+        );
+        assert!(
+            err(r#"{"episodeId":"e","episodeId":"f","timestamp":1,"level":"info","message":"x"}"#)
+                .to_string()
+                .contains("duplicate field")
+        );
+        assert!(
+            err(r#"{"episodeId":"e","timestamp":-5,"level":"info","message":"x"}"#)
+                .to_string()
+                .contains("outside")
+        );
         assert!(err(r#"{"episodeId":"e","timestamp":"9999-01-01T00:00:00Z","level":"info","message":"x"}"#).to_string().contains("outside"));
-        assert!(err(r#"{"episodeId":"e","timestamp":1.5,"level":"info","message":"x"}"#).to_string().contains("integer"));
+        assert!(
+            err(r#"{"episodeId":"e","timestamp":1.5,"level":"info","message":"x"}"#)
+                .to_string()
+                .contains("integer")
+        );
         assert!(err(r#"{"episodeId":"e","timestamp":1,"level":"info","message":"x","metadata":{"n":18446744073709551615}}"#).to_string().contains("64-bit"));
         assert!(err(r#"{"episodeId":"e","timestamp":1,"level":"info","message":"x","metadata":{"$where":1}}"#).to_string().contains("'$'"));
-        assert!(err(r#"{"episodeId":"e","timestamp":1,"level":"info","message":"a\u0000b"}"#).to_string().contains("NUL"));
-        assert!(matches!(decode(b"\xff\xfe", MessageProperties::default(), &limits()), Err(RejectReason::NotUtf8)));
+        assert!(
+            err(r#"{"episodeId":"e","timestamp":1,"level":"info","message":"a\u0000b"}"#)
+                .to_string()
+                .contains("NUL")
+        );
         assert!(matches!(
-            decode(b"{}", MessageProperties { content_type: Some("text/plain"), ..Default::default() }, &limits()),
+            decode(b"\xff\xfe", MessageProperties::default(), &limits()),
+            Err(RejectReason::NotUtf8)
+        ));
+        assert!(matches!(
+            decode(
+                b"{}",
+                MessageProperties {
+                    content_type: Some("text/plain"),
+                    ..Default::default()
+                },
+                &limits()
+            ),
             Err(RejectReason::ContentType(_))
         ));
         assert!(matches!(
-            decode(b"{}", MessageProperties { content_encoding: Some("gzip"), ..Default::default() }, &limits()),
+            decode(
+                b"{}",
+                MessageProperties {
+                    content_encoding: Some("gzip"),
+                    ..Default::default()
+                },
+                &limits()
+            ),
             Err(RejectReason::ContentEncoding(_))
         ));
     }
 
     #[test]
     fn limits_are_enforced() {
-        let l = LimitsSettings { max_logs_per_message: 2, max_message_bytes: 400, max_log_message_bytes: 5, max_metadata_depth: 2, max_metadata_bytes: 1000 };
+        let l = LimitsSettings {
+            max_logs_per_message: 2,
+            max_message_bytes: 400,
+            max_log_message_bytes: 5,
+            max_metadata_depth: 2,
+            max_metadata_bytes: 1000,
+        };
         let d = |b: &str| decode(b.as_bytes(), MessageProperties::default(), &l);
         let log = r#"{"timestamp":1,"level":"info","message":"x"}"#;
-        assert!(matches!(d(&format!(r#"{{"episodeId":"e","logs":[{log},{log},{log}]}}"#)), Err(RejectReason::TooManyLogs { count: 3, limit: 2 })));
-        assert!(matches!(d(&format!(r#"{{"episodeId":"e","logs":[{log}],"pad":"{}"}}"#, "p".repeat(500))), Err(RejectReason::MessageTooLarge { .. })));
-        assert!(d(r#"{"episodeId":"e","timestamp":1,"level":"info","message":"toolong"}"#).unwrap_err().to_string().contains("limit is 5"));
+        assert!(matches!(
+            d(&format!(
+                r#"{{"episodeId":"e","logs":[{log},{log},{log}]}}"#
+            )),
+            Err(RejectReason::TooManyLogs { count: 3, limit: 2 })
+        ));
+        assert!(matches!(
+            d(&format!(
+                r#"{{"episodeId":"e","logs":[{log}],"pad":"{}"}}"#,
+                "p".repeat(500)
+            )),
+            Err(RejectReason::MessageTooLarge { .. })
+        ));
+        assert!(
+            d(r#"{"episodeId":"e","timestamp":1,"level":"info","message":"toolong"}"#)
+                .unwrap_err()
+                .to_string()
+                .contains("limit is 5")
+        );
         assert!(d(r#"{"episodeId":"e","timestamp":1,"level":"info","message":"x","metadata":{"a":{"b":1}}}"#).is_ok());
         assert!(d(r#"{"episodeId":"e","timestamp":1,"level":"info","message":"x","metadata":{"a":{"b":{"c":1}}}}"#).unwrap_err().to_string().contains("deeper"));
         assert!(d(r#"{"episodeId":"e","timestamp":1,"level":"info","message":"x","metadata":{"a":[[1]]}}"#).unwrap_err().to_string().contains("deeper"));

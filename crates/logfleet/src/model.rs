@@ -26,7 +26,12 @@ pub const ENTRY_FIXED_BYTES: i64 = 128;
 /// which tracks the entry's BSON size within a few percent. It depends only on the content a
 /// producer sent, so the ingest-worker (which adds it) and the archive-worker (which subtracts it
 /// from what it reads back) always agree, whatever integer widths the server returns.
-pub fn entry_size(episode_id: &str, level: LogLevel, message: &str, metadata_json_len: usize) -> i64 {
+pub fn entry_size(
+    episode_id: &str,
+    level: LogLevel,
+    message: &str,
+    metadata_json_len: usize,
+) -> i64 {
     ENTRY_FIXED_BYTES
         + episode_id.len() as i64
         + level.as_str().len() as i64
@@ -57,9 +62,18 @@ impl LogEntry {
         let meta_len = self
             .metadata
             .as_ref()
-            .map(|m| serde_json::to_vec(&crate::chunk::metadata_to_json(m)).map(|v| v.len()).unwrap_or(0))
+            .map(|m| {
+                serde_json::to_vec(&crate::chunk::metadata_to_json(m))
+                    .map(|v| v.len())
+                    .unwrap_or(0)
+            })
             .unwrap_or(0);
-        entry_size(self.episode_id.as_str(), self.level, &self.message, meta_len)
+        entry_size(
+            self.episode_id.as_str(),
+            self.level,
+            &self.message,
+            meta_len,
+        )
     }
 }
 
@@ -142,7 +156,12 @@ pub struct LogMetadata {
 
 impl LogMetadata {
     /// A new episode's document, with every default of the schema.
-    pub fn new(episode_id: EpisodeId, archive_threshold: i32, chunk_size: i32, now: DateTime) -> Self {
+    pub fn new(
+        episode_id: EpisodeId,
+        archive_threshold: i32,
+        chunk_size: i32,
+        now: DateTime,
+    ) -> Self {
         Self {
             id: ObjectId::new(),
             episode_id,
@@ -208,7 +227,11 @@ impl LogMetadata {
 
     /// Whether the archive lock is held by someone whose lease has not run out at `now`.
     pub fn lock_held_at(&self, now: DateTime) -> bool {
-        self.is_archiving && self.archive_lease.as_ref().is_some_and(|l| l.expires_at > now)
+        self.is_archiving
+            && self
+                .archive_lease
+                .as_ref()
+                .is_some_and(|l| l.expires_at > now)
     }
 }
 
@@ -222,7 +245,9 @@ mod tests {
     }
 
     fn type_of(d: &Document, k: &str) -> bson::spec::ElementType {
-        d.get(k).unwrap_or_else(|| panic!("missing field {k}")).element_type()
+        d.get(k)
+            .unwrap_or_else(|| panic!("missing field {k}"))
+            .element_type()
     }
 
     #[test]
@@ -240,7 +265,19 @@ mod tests {
         };
         let d = bson::to_document(&e).unwrap();
         let keys: Vec<_> = d.keys().map(String::as_str).collect();
-        assert_eq!(keys, ["_id", "episodeId", "timestamp", "level", "message", "metadata", "sequenceNumber", "createdAt"]);
+        assert_eq!(
+            keys,
+            [
+                "_id",
+                "episodeId",
+                "timestamp",
+                "level",
+                "message",
+                "metadata",
+                "sequenceNumber",
+                "createdAt"
+            ]
+        );
         assert_eq!(type_of(&d, "_id"), T::ObjectId);
         assert_eq!(type_of(&d, "episodeId"), T::String);
         assert_eq!(type_of(&d, "timestamp"), T::DateTime);
@@ -252,8 +289,15 @@ mod tests {
         assert_eq!(type_of(&d, "createdAt"), T::DateTime);
         let back: LogEntry = bson::from_document(d).unwrap();
         assert_eq!(back, e);
-        let no_meta = LogEntry { metadata: None, ..e };
-        assert!(!bson::to_document(&no_meta).unwrap().contains_key("metadata"));
+        let no_meta = LogEntry {
+            metadata: None,
+            ..e
+        };
+        assert!(
+            !bson::to_document(&no_meta)
+                .unwrap()
+                .contains_key("metadata")
+        );
     }
 
     #[test]
@@ -296,7 +340,12 @@ mod tests {
     #[test]
     fn log_metadata_defaults_and_bson_types() {
         use bson::spec::ElementType as T;
-        let mut m = LogMetadata::new(ep(), DEFAULT_ARCHIVE_THRESHOLD, DEFAULT_CHUNK_SIZE, DateTime::now());
+        let mut m = LogMetadata::new(
+            ep(),
+            DEFAULT_ARCHIVE_THRESHOLD,
+            DEFAULT_CHUNK_SIZE,
+            DateTime::now(),
+        );
         let d = bson::to_document(&m).unwrap();
         for (k, t) in [
             ("_id", T::ObjectId),
@@ -330,8 +379,14 @@ mod tests {
         m.add_level_count(LogLevel::Info, 3);
         let d = bson::to_document(&m).unwrap();
         assert_eq!(type_of(&d, "firstLogAt"), T::DateTime);
-        assert_eq!(d.get_document("levelCounts").unwrap(), &doc! {"info": 5_i64});
-        assert_eq!(type_of(d.get_document("levelCounts").unwrap(), "info"), T::Int64);
+        assert_eq!(
+            d.get_document("levelCounts").unwrap(),
+            &doc! {"info": 5_i64}
+        );
+        assert_eq!(
+            type_of(d.get_document("levelCounts").unwrap(), "info"),
+            T::Int64
+        );
     }
 
     #[test]
@@ -344,12 +399,18 @@ mod tests {
         assert_eq!(back.total_logs, 7);
         assert_eq!(back.level_count(LogLevel::Warn), 3);
         back.normalize_level_counts();
-        assert_eq!(back.level_counts.unwrap().get("warn"), Some(&Bson::Int64(3)));
+        assert_eq!(
+            back.level_counts.unwrap().get("warn"),
+            Some(&Bson::Int64(3))
+        );
     }
 
     #[test]
     fn entry_size_is_the_documented_formula() {
-        assert_eq!(entry_size("ep", LogLevel::Info, "hello", 0), 128 + 2 + 4 + 5);
+        assert_eq!(
+            entry_size("ep", LogLevel::Info, "hello", 0),
+            128 + 2 + 4 + 5
+        );
         assert_eq!(entry_size("ep", LogLevel::Debug, "", 7), 128 + 2 + 5 + 7);
     }
 }

@@ -56,7 +56,11 @@ impl MongoStore {
         };
         let wc = WriteConcern::builder().w(w).journal(s.journal).build();
         let db = client.database(&s.database);
-        let with_wc = || CollectionOptions::builder().write_concern(wc.clone()).build();
+        let with_wc = || {
+            CollectionOptions::builder()
+                .write_concern(wc.clone())
+                .build()
+        };
         Ok(Self {
             entries: db.collection_with_options(&s.log_entry_collection, with_wc()),
             chunks: db.collection_with_options(&s.log_chunk_collection, with_wc()),
@@ -68,22 +72,45 @@ impl MongoStore {
     /// Creates every index of the schema. Idempotent: creating an existing index is a no-op.
     pub async fn ensure_indexes(&self) -> Result<(), MongoError> {
         fn idx(keys: Document, name: &str, unique: bool) -> IndexModel {
-            let o = IndexOptions::builder().name(name.to_owned()).unique(unique.then_some(true)).build();
+            let o = IndexOptions::builder()
+                .name(name.to_owned())
+                .unique(unique.then_some(true))
+                .build();
             IndexModel::builder().keys(keys).options(o).build()
         }
         self.entries
             .create_indexes([
-                idx(doc! {"episodeId": 1, "sequenceNumber": 1}, "episodeId_sequenceNumber", true),
-                idx(doc! {"episodeId": 1, "timestamp": 1}, "episodeId_timestamp", false),
+                idx(
+                    doc! {"episodeId": 1, "sequenceNumber": 1},
+                    "episodeId_sequenceNumber",
+                    true,
+                ),
+                idx(
+                    doc! {"episodeId": 1, "timestamp": 1},
+                    "episodeId_timestamp",
+                    false,
+                ),
                 idx(doc! {"episodeId": 1, "level": 1}, "episodeId_level", false),
-                idx(doc! {"episodeId": 1, "createdAt": 1}, "episodeId_createdAt", false),
+                idx(
+                    doc! {"episodeId": 1, "createdAt": 1},
+                    "episodeId_createdAt",
+                    false,
+                ),
             ])
             .await?;
         self.chunks
             .create_indexes([
-                idx(doc! {"episodeId": 1, "chunkNumber": 1}, "episodeId_chunkNumber", true),
+                idx(
+                    doc! {"episodeId": 1, "chunkNumber": 1},
+                    "episodeId_chunkNumber",
+                    true,
+                ),
                 idx(doc! {"episodeId": 1}, "episodeId", false),
-                idx(doc! {"startTime": 1, "endTime": 1}, "startTime_endTime", false),
+                idx(
+                    doc! {"startTime": 1, "endTime": 1},
+                    "startTime_endTime",
+                    false,
+                ),
             ])
             .await?;
         self.metadata
@@ -97,12 +124,18 @@ impl MongoStore {
 
     /// Round trip to the server; used by readiness checks and reconnection loops.
     pub async fn ping(&self) -> Result<(), MongoError> {
-        self.client.database("admin").run_command(doc! {"ping": 1}).await?;
+        self.client
+            .database("admin")
+            .run_command(doc! {"ping": 1})
+            .await?;
         Ok(())
     }
 
     pub async fn metadata_of(&self, ep: &EpisodeId) -> Result<Option<LogMetadata>, MongoError> {
-        Ok(self.metadata.find_one(doc! {"episodeId": ep.as_str()}).await?)
+        Ok(self
+            .metadata
+            .find_one(doc! {"episodeId": ep.as_str()})
+            .await?)
     }
 
     /// The episode's LogMetadata, inserting one with the schema's defaults if it has none yet.
@@ -115,7 +148,12 @@ impl MongoStore {
         if let Some(m) = self.metadata_of(ep).await? {
             return Ok(m);
         }
-        let fresh = LogMetadata::new(ep.clone(), archive_threshold, chunk_size, bson::DateTime::now());
+        let fresh = LogMetadata::new(
+            ep.clone(),
+            archive_threshold,
+            chunk_size,
+            bson::DateTime::now(),
+        );
         match self.metadata.insert_one(&fresh).await {
             Ok(_) => Ok(fresh),
             // Another worker created it first: use theirs.
@@ -126,10 +164,17 @@ impl MongoStore {
 
     /// Compare-and-set: replaces the episode's LogMetadata with `new` only if its `version` is
     /// still `expected_version`. Returns false when another writer got there first.
-    pub async fn replace_metadata(&self, expected_version: i64, new: &LogMetadata) -> Result<bool, MongoError> {
+    pub async fn replace_metadata(
+        &self,
+        expected_version: i64,
+        new: &LogMetadata,
+    ) -> Result<bool, MongoError> {
         let replaced = self
             .metadata
-            .find_one_and_replace(doc! {"episodeId": new.episode_id.as_str(), "version": expected_version}, new)
+            .find_one_and_replace(
+                doc! {"episodeId": new.episode_id.as_str(), "version": expected_version},
+                new,
+            )
             .return_document(ReturnDocument::After)
             .await?;
         Ok(replaced.is_some())
@@ -142,12 +187,21 @@ impl MongoStore {
             return Ok(InsertOutcome::default());
         }
         match self.entries.insert_many(entries).ordered(false).await {
-            Ok(r) => Ok(InsertOutcome { inserted: r.inserted_ids.len(), duplicates: 0 }),
+            Ok(r) => Ok(InsertOutcome {
+                inserted: r.inserted_ids.len(),
+                duplicates: 0,
+            }),
             Err(e) => {
                 if let ErrorKind::InsertMany(ime) = e.kind.as_ref() {
                     let wes = ime.write_errors.as_deref().unwrap_or_default();
-                    if ime.write_concern_error.is_none() && !wes.is_empty() && wes.iter().all(|w| w.code == DUPLICATE_KEY) {
-                        return Ok(InsertOutcome { inserted: entries.len() - wes.len(), duplicates: wes.len() });
+                    if ime.write_concern_error.is_none()
+                        && !wes.is_empty()
+                        && wes.iter().all(|w| w.code == DUPLICATE_KEY)
+                    {
+                        return Ok(InsertOutcome {
+                            inserted: entries.len() - wes.len(),
+                            duplicates: wes.len(),
+                        });
                     }
                 }
                 Err(e.into())
@@ -156,7 +210,12 @@ impl MongoStore {
     }
 
     /// Entries of one episode with `start <= sequenceNumber < end`, in sequence order.
-    pub async fn entries_in_range(&self, ep: &EpisodeId, start: i64, end: i64) -> Result<mongodb::Cursor<LogEntry>, MongoError> {
+    pub async fn entries_in_range(
+        &self,
+        ep: &EpisodeId,
+        start: i64,
+        end: i64,
+    ) -> Result<mongodb::Cursor<LogEntry>, MongoError> {
         Ok(self
             .entries
             .find(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": start, "$lt": end}})
@@ -166,7 +225,11 @@ impl MongoStore {
     }
 
     /// Deletes the entries of one episode with `sequenceNumber < below` (archived ones).
-    pub async fn delete_entries_below(&self, ep: &EpisodeId, below: i64) -> Result<u64, MongoError> {
+    pub async fn delete_entries_below(
+        &self,
+        ep: &EpisodeId,
+        below: i64,
+    ) -> Result<u64, MongoError> {
         let r = self
             .entries
             .delete_many(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$lt": below}})
@@ -174,8 +237,15 @@ impl MongoStore {
         Ok(r.deleted_count)
     }
 
-    pub async fn chunk_of(&self, ep: &EpisodeId, chunk_number: i32) -> Result<Option<LogChunk>, MongoError> {
-        Ok(self.chunks.find_one(doc! {"episodeId": ep.as_str(), "chunkNumber": chunk_number}).await?)
+    pub async fn chunk_of(
+        &self,
+        ep: &EpisodeId,
+        chunk_number: i32,
+    ) -> Result<Option<LogChunk>, MongoError> {
+        Ok(self
+            .chunks
+            .find_one(doc! {"episodeId": ep.as_str(), "chunkNumber": chunk_number})
+            .await?)
     }
 
     pub async fn chunks_of(&self, ep: &EpisodeId) -> Result<Vec<LogChunk>, MongoError> {

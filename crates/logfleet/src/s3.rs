@@ -17,7 +17,11 @@ pub enum StoreError {
     #[error("object {0} not found")]
     NotFound(String),
     #[error("S3 {op} {key}: {message}")]
-    Request { op: &'static str, key: String, message: String },
+    Request {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
     #[error("upload of {key} did not verify: {detail}")]
     Verify { key: String, detail: String },
 }
@@ -32,7 +36,8 @@ pub struct ObjectInfo {
 
 /// The operations logfleet needs from an object store.
 pub trait ObjectStore: Send + Sync {
-    fn put(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn put(&self, key: &str, bytes: Vec<u8>)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
     fn head(&self, key: &str) -> impl Future<Output = Result<ObjectInfo, StoreError>> + Send;
     fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
     /// All keys under `prefix`, sorted.
@@ -41,18 +46,28 @@ pub trait ObjectStore: Send + Sync {
 
 /// Puts `bytes` at `key`, then checks with a HEAD that the store holds exactly those bytes: the
 /// size must match and, when the ETag is a plain MD5 (single-part upload), so must the digest.
-pub async fn put_verified(store: &impl ObjectStore, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+pub async fn put_verified(
+    store: &impl ObjectStore,
+    key: &str,
+    bytes: Vec<u8>,
+) -> Result<(), StoreError> {
     use md5::Digest;
     let len = bytes.len() as u64;
     let md5 = hex::encode(md5::Md5::digest(&bytes));
     store.put(key, bytes).await?;
     let info = store.head(key).await?;
     if info.size != len {
-        return Err(StoreError::Verify { key: key.into(), detail: format!("size {} != {len}", info.size) });
+        return Err(StoreError::Verify {
+            key: key.into(),
+            detail: format!("size {} != {len}", info.size),
+        });
     }
     if let Some(etag) = info.etag.filter(|e| e.len() == 32 && !e.contains('-')) {
         if !etag.eq_ignore_ascii_case(&md5) {
-            return Err(StoreError::Verify { key: key.into(), detail: format!("ETag {etag} != MD5 {md5}") });
+            return Err(StoreError::Verify {
+                key: key.into(),
+                detail: format!("ETag {etag} != MD5 {md5}"),
+            });
         }
     }
     Ok(())
@@ -69,18 +84,29 @@ impl S3ObjectStore {
     /// Builds a client from the settings; credentials come from the environment
     /// (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, profiles, instance roles).
     pub async fn connect(s: &S3Settings) -> Result<Self, StoreError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(s.region.clone()));
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(s.region.clone()));
         if !s.endpoint.is_empty() {
             loader = loader.endpoint_url(&s.endpoint);
         }
         let shared = loader.load().await;
-        let mut conf = aws_sdk_s3::config::Builder::from(&shared).force_path_style(s.force_path_style);
+        let mut conf =
+            aws_sdk_s3::config::Builder::from(&shared).force_path_style(s.force_path_style);
         if shared.credentials_provider().is_none() {
             // Without any credentials in the environment, fall back to anonymous-looking static
             // ones so local servers that ignore auth still work; AWS will refuse them clearly.
-            conf = conf.credentials_provider(Credentials::new("logfleet", "logfleet", None, None, "logfleet-default"));
+            conf = conf.credentials_provider(Credentials::new(
+                "logfleet",
+                "logfleet",
+                None,
+                None,
+                "logfleet-default",
+            ));
         }
-        let store = Self { client: Client::from_conf(conf.build()), bucket: s.bucket.clone() };
+        let store = Self {
+            client: Client::from_conf(conf.build()),
+            bucket: s.bucket.clone(),
+        };
         if s.create_bucket {
             store.ensure_bucket().await?;
         }
@@ -93,16 +119,38 @@ impl S3ObjectStore {
 
     /// Creates the bucket unless it exists.
     pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
-        if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+        if self
+            .client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
-        match self.client.create_bucket().bucket(&self.bucket).send().await {
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) => {
                 let svc = e.as_service_error();
-                if svc.is_some_and(|s| s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()) {
+                if svc.is_some_and(|s| {
+                    s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()
+                }) {
                     Ok(())
-                } else if self.client.head_bucket().bucket(&self.bucket).send().await.is_ok() {
+                } else if self
+                    .client
+                    .head_bucket()
+                    .bucket(&self.bucket)
+                    .send()
+                    .await
+                    .is_ok()
+                {
                     Ok(())
                 } else {
                     Err(req("CreateBucket", &self.bucket, e))
@@ -120,7 +168,11 @@ fn req(op: &'static str, key: &str, e: impl std::error::Error) -> StoreError {
         message.push_str(&s.to_string());
         src = s.source();
     }
-    StoreError::Request { op, key: key.into(), message }
+    StoreError::Request {
+        op,
+        key: key.into(),
+        message,
+    }
 }
 
 impl ObjectStore for S3ObjectStore {
@@ -139,34 +191,64 @@ impl ObjectStore for S3ObjectStore {
     }
 
     async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(o) => Ok(ObjectInfo {
                 size: o.content_length().unwrap_or(-1).max(0) as u64,
                 etag: o.e_tag().map(|t| t.trim_matches('"').to_owned()),
             }),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Err(StoreError::NotFound(key.into())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+                Err(StoreError::NotFound(key.into()))
+            }
             Err(e) => Err(req("HeadObject", key, e)),
         }
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
-        let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(o) => o,
             Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
                 return Err(StoreError::NotFound(key.into()));
             }
             Err(e) => return Err(req("GetObject", key, e)),
         };
-        let data = out.body.collect().await.map_err(|e| req("GetObject", key, e))?;
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| req("GetObject", key, e))?;
         Ok(data.into_bytes().to_vec())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut keys = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| req("ListObjectsV2", prefix, e))?;
-            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
         }
         keys.sort();
         Ok(keys)

@@ -8,7 +8,9 @@ use crate::config::TelemetrySettings;
 /// Calling it twice is harmless (the second call does nothing), which tests rely on.
 pub fn init(s: &TelemetrySettings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&s.filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if s.format == "json" {
         builder.json().flatten_event(true).try_init()
     } else {
