@@ -150,6 +150,55 @@ impl TestEnv {
         })
     }
 
+    /// This test's settings as `LOGFLEET__*` variables, for running a worker binary.
+    pub fn worker_env(&self) -> Vec<(String, String)> {
+        let s = &self.settings;
+        let v = |k: &str, val: String| (format!("LOGFLEET__{k}"), val);
+        vec![
+            v("AMQP__URL", s.amqp.url.clone()),
+            v("AMQP__PREFIX", s.amqp.prefix.clone()),
+            v("AMQP__PARTITIONS", s.amqp.partitions.to_string()),
+            v(
+                "AMQP__RECONNECT_INITIAL_SECS",
+                s.amqp.reconnect_initial_secs.to_string(),
+            ),
+            v(
+                "AMQP__RECONNECT_MAX_SECS",
+                s.amqp.reconnect_max_secs.to_string(),
+            ),
+            v("MONGO__URI", s.mongo.uri.clone()),
+            v("MONGO__DATABASE", s.mongo.database.clone()),
+            v("S3__ENDPOINT", s.s3.endpoint.clone()),
+            v("S3__BUCKET", s.s3.bucket.clone()),
+            v(
+                "INGEST__ARCHIVE_THRESHOLD",
+                s.ingest.archive_threshold.to_string(),
+            ),
+            v("INGEST__CHUNK_SIZE", s.ingest.chunk_size.to_string()),
+            v("INGEST__PREFETCH", s.ingest.prefetch.to_string()),
+            v(
+                "INGEST__DRAIN_DEADLINE_SECS",
+                s.ingest.drain_deadline_secs.to_string(),
+            ),
+            v(
+                "ARCHIVE__SWEEP_INTERVAL_SECS",
+                s.archive.sweep_interval_secs.to_string(),
+            ),
+            v("ARCHIVE__LEASE_SECS", s.archive.lease_secs.to_string()),
+            v("TELEMETRY__FORMAT", "json".into()),
+        ]
+    }
+
+    /// Starts a worker binary with this test's settings; its output goes to the test's stderr.
+    pub fn spawn_binary(&self, path: &str) -> std::process::Child {
+        std::process::Command::new(path)
+            .envs(self.worker_env())
+            .env_remove("LOGFLEET_CONFIG")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {path}: {e}"))
+    }
+
     /// Publishes a JSON body to the logs exchange with routing key `routing_key`, with confirm.
     pub async fn publish(&self, routing_key: &str, body: &Value, message_id: Option<&str>) {
         let bytes = serde_json::to_vec(body).unwrap();
@@ -321,6 +370,18 @@ impl TestEnv {
             .await;
         let _ = self.conn.close(200, "done".into()).await;
     }
+}
+
+/// Sends SIGTERM to a child process and waits for it to exit; returns its exit code.
+pub async fn terminate(mut child: std::process::Child) -> Option<i32> {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM failed");
+    tokio::task::spawn_blocking(move || child.wait().unwrap().code())
+        .await
+        .unwrap()
 }
 
 /// A log as a producer sent it, for comparison with what was stored.
