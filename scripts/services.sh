@@ -9,7 +9,9 @@
 #                                       (the reconnect test uses it through MONGO_RESTART_CMD)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-state="${LOGFLEET_SERVICES_DIR:-$root/.services}"
+# Machine-level state (the services and their ports are machine-level too), shared by every
+# checkout: the stand-in's virtualenv, MongoDB and S3 data, logs.
+state="${LOGFLEET_SERVICES_DIR:-/var/tmp/logfleet-services}"
 mkdir -p "$state"
 export PATH="$HOME/.cargo/bin:$PATH"
 S3_ACCESS_KEY="${S3_ACCESS_KEY:-K}"
@@ -44,14 +46,15 @@ rabbitmq-plugins list -e 2>/dev/null | grep -q rabbitmq_consistent_hash_exchange
   || { log "could not enable rabbitmq_consistent_hash_exchange"; exit 1; }
 
 # --- MongoDB stand-in -----------------------------------------------------------------------
+venv="$state/venv-mongo"
 if [ "${1:-}" = restart-mongo ]; then
   log "stopping nx-27017"
-  "$root/.venv-mongo/bin/nx-27017" --stop >&2 || true
+  "$venv/bin/nx-27017" --stop --pid-file "$state/nx-27017.pid" >&2 || true
   for _ in $(seq 1 60); do answers 27017 || break; sleep 0.5; done
+  if answers 27017; then log "could not stop the MongoDB stand-in (not started by this script?)"; exit 1; fi
   sleep "${MONGO_DOWN_SECS:-2}"
 fi
 if ! answers 27017; then
-  venv="$root/.venv-mongo"
   if [ ! -x "$venv/bin/nx-27017" ]; then
     log "installing nx-27017 into $venv"
     python3 -m venv "$venv" >&2
@@ -59,7 +62,8 @@ if ! answers 27017; then
   fi
   log "starting nx-27017"
   mkdir -p "$state/mongo"
-  "$venv/bin/nx-27017" --data-dir "$state/mongo" --port 27017 -d >&2
+  "$venv/bin/nx-27017" --data-dir "$state/mongo" --port 27017 -d \
+    --pid-file "$state/nx-27017.pid" --log-file "$state/nx-27017.log" >&2
   wait_port 27017 mongodb
 fi
 
