@@ -5,8 +5,8 @@
 #   S3-protocol server s3s-fs on 127.0.0.1:8014 (access key / secret key from S3_ACCESS_KEY / S3_SECRET_KEY, defaults K/S).
 # Idempotent: a service that already answers is left alone. Prints the environment to export.
 #   scripts/services.sh                 install and start (the default)
-#   scripts/services.sh restart-mongo   stop the MongoDB stand-in, then start it on the same data
-#                                       (the reconnect test uses it through MONGO_RESTART_CMD)
+#   scripts/services.sh stop-mongo      stop the MongoDB stand-in (the reconnect test uses it
+#                                       through MONGO_STOP_CMD, then this script to start it again)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # Machine-level state (the services and their ports are machine-level too), shared by every
@@ -47,12 +47,12 @@ rabbitmq-plugins list -e 2>/dev/null | grep -q rabbitmq_consistent_hash_exchange
 
 # --- MongoDB stand-in -----------------------------------------------------------------------
 venv="$state/venv-mongo"
-if [ "${1:-}" = restart-mongo ]; then
+if [ "${1:-}" = stop-mongo ]; then
   log "stopping nx-27017"
   "$venv/bin/nx-27017" --stop --pid-file "$state/nx-27017.pid" >&2 || true
   for _ in $(seq 1 60); do answers 27017 || break; sleep 0.5; done
   if answers 27017; then log "could not stop the MongoDB stand-in (not started by this script?)"; exit 1; fi
-  sleep "${MONGO_DOWN_SECS:-2}"
+  exit 0
 fi
 if ! answers 27017; then
   if [ ! -x "$venv/bin/nx-27017" ]; then

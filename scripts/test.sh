@@ -6,5 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(./scripts/services.sh)"
-export MONGO_RESTART_CMD="${MONGO_RESTART_CMD:-$PWD/scripts/services.sh restart-mongo}"
+# The reconnect test stops and starts the MongoDB server with these (see tests/reconnect.rs).
+export MONGO_STOP_CMD="${MONGO_STOP_CMD:-$PWD/scripts/services.sh stop-mongo}"
+export MONGO_START_CMD="${MONGO_START_CMD:-$PWD/scripts/services.sh}"
 cargo test --workspace --locked "$@"

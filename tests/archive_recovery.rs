@@ -4,14 +4,13 @@
 //! chunk exactly once.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use logfleet::archive::{
-    ArchiveError, ArchiveKind, ArchiveOptions, ArchiveOutcome, ArchiveStats, ArchiveStep,
-    ChunkArchiver,
+    ArchiveError, ArchiveKind, ArchiveOptions, ArchiveOutcome, ArchiveStep, ChunkArchiver,
 };
 use logfleet::domain::EpisodeId;
 use logfleet::ingest::IngestOptions;
+use logfleet::metrics::ArchiveMetrics;
 use logfleet::s3::ObjectStore;
 use logfleet_tests::{SentLog, TestEnv, batch_body, make_logs};
 
@@ -45,7 +44,7 @@ async fn stopped_after(step: ArchiveStep, name: &str) {
     let x = env.spawn_archive(ArchiveOptions {
         instance: Some("archiver-x".into()),
         stop_after: Some(step),
-        stats: None,
+        ..Default::default()
     });
     let stopped = x.join.await.unwrap();
     assert!(
@@ -93,14 +92,15 @@ async fn stopped_after(step: ArchiveStep, name: &str) {
     }
 
     // Another worker takes the lock over once its lease runs out, and finishes.
-    let stats = Arc::new(ArchiveStats::default());
+    let stats = Arc::new(ArchiveMetrics::default());
     let y = env.spawn_archive(ArchiveOptions {
         instance: Some("archiver-y".into()),
         stop_after: None,
-        stats: Some(stats.clone()),
+        metrics: stats.clone(),
+        ..Default::default()
     });
     env.wait_for_episode(ep, 250, 2).await;
-    assert_eq!(stats.lock_takeovers.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.lock_takeovers.get(), 1);
     let snap = env.snapshot(ep).await;
     snap.assert_exact(&logs);
     assert_eq!(snap.hot.len(), 50);
@@ -164,8 +164,7 @@ async fn two_archivers_racing_on_one_episode_archive_each_chunk_once() {
     }
     assert_eq!(chunks, 10, "every chunk committed exactly once");
     assert_eq!(
-        a.stats.chunks_written.load(Ordering::Relaxed)
-            + b.stats.chunks_written.load(Ordering::Relaxed),
+        a.metrics.chunks_written.get() + b.metrics.chunks_written.get(),
         10
     );
     let snap = env.snapshot(ep).await;
@@ -183,23 +182,24 @@ async fn two_archive_workers_and_live_ingest_archive_each_chunk_once() {
     .await;
     let ep = "shared";
     let (sa, sb) = (
-        Arc::new(ArchiveStats::default()),
-        Arc::new(ArchiveStats::default()),
+        Arc::new(ArchiveMetrics::default()),
+        Arc::new(ArchiveMetrics::default()),
     );
     let wa = env.spawn_archive(ArchiveOptions {
         instance: Some("archiver-a".into()),
         stop_after: None,
-        stats: Some(sa.clone()),
+        metrics: sa.clone(),
+        ..Default::default()
     });
     let wb = env.spawn_archive(ArchiveOptions {
         instance: Some("archiver-b".into()),
         stop_after: None,
-        stats: Some(sb.clone()),
+        metrics: sb.clone(),
+        ..Default::default()
     });
     let logs = ingest_logs(&env, ep, 1_230).await;
     env.wait_for_episode(ep, 1_230, 12).await;
-    let written =
-        sa.chunks_written.load(Ordering::Relaxed) + sb.chunks_written.load(Ordering::Relaxed);
+    let written = sa.chunks_written.get() + sb.chunks_written.get();
     assert_eq!(written, 12, "each chunk committed by exactly one worker");
     let snap = env.snapshot(ep).await;
     snap.assert_exact(&logs);

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use logfleet::ingest::{FaultPlan, IngestError, IngestOptions, IngestStats, IngestStep};
+use logfleet::ingest::{FaultPlan, IngestError, IngestOptions, IngestStep};
+use logfleet::metrics::IngestMetrics;
 use logfleet_tests::{SentLog, TestEnv, batch_body, make_logs, single_body};
 
 const PRODUCERS: usize = 3;
@@ -21,11 +21,12 @@ async fn two_workers_duplicates_and_crashes_give_exactly_once_in_order() {
         s.ingest.chunk_size = 1_000_000;
     })
     .await;
-    let stats = Arc::new(IngestStats::default());
+    let metrics = Arc::new(IngestMetrics::default());
     let with_fault = |instance: &str, step, nth| IngestOptions {
         instance: Some(instance.into()),
         fault: Some(FaultPlan { step, nth }),
-        stats: stats.clone(),
+        metrics: metrics.clone(),
+        http: None,
     };
     // Worker A starts first, so it becomes the exclusive consumer of every partition; it dies
     // with reserved-but-unwritten ranges. B stands by and takes over.
@@ -87,7 +88,8 @@ async fn two_workers_duplicates_and_crashes_give_exactly_once_in_order() {
     let c = env.spawn_ingest(IngestOptions {
         instance: Some("worker-c".into()),
         fault: None,
-        stats: stats.clone(),
+        metrics: metrics.clone(),
+        http: None,
     });
 
     let mut expected: HashMap<&str, Vec<SentLog>> = HashMap::new();
@@ -143,11 +145,11 @@ async fn two_workers_duplicates_and_crashes_give_exactly_once_in_order() {
         }
     }
     assert!(
-        stats.messages_redelivered.load(Ordering::Relaxed) > 0,
+        metrics.messages_redelivered.get() > 0,
         "the test forced redeliveries"
     );
     assert!(
-        stats.logs_duplicate.load(Ordering::Relaxed) > 0,
+        metrics.logs_duplicate.get() > 0,
         "redelivered inserts were absorbed by the unique index"
     );
     assert_eq!(env.queue_depth(&env.topology.dead_letter_queue).await, 0);

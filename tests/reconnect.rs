@@ -2,15 +2,24 @@
 //! server restarts. Nothing is lost or doubled. This file is its own test binary so that no
 //! other test shares the servers while it disturbs them.
 //!
-//! The MongoDB part needs a command that restarts the server, in `MONGO_RESTART_CMD`
-//! (`scripts/test.sh` sets it for the local stand-in); without it that part is reported as
-//! skipped.
+//! The MongoDB part needs commands that stop and start the server, in `MONGO_STOP_CMD` and
+//! `MONGO_START_CMD` (`scripts/test.sh` sets them for the local stand-in); without them that part
+//! is reported as skipped. While MongoDB is down, `/readyz` of both workers must say so.
 
 use std::process::Command;
 
 use logfleet::archive::ArchiveOptions;
+use logfleet::health::HttpListen;
 use logfleet::ingest::IngestOptions;
-use logfleet_tests::{SentLog, TestEnv, batch_body, make_logs};
+use logfleet_tests::{SentLog, TestEnv, batch_body, free_listener, http_get, make_logs};
+
+fn run(cmd: &str) {
+    let status = Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .expect("command runs");
+    assert!(status.success(), "{cmd} failed");
+}
 
 async fn publish_all(env: &TestEnv, ep: &str, logs: &[SentLog], tag: &str) {
     for (i, part) in logs.chunks(20).enumerate() {
@@ -54,12 +63,16 @@ async fn workers_reconnect_after_the_broker_drops_them_and_after_a_mongodb_resta
     })
     .await;
     let ep = "reconnect";
+    let (il, iaddr) = free_listener();
+    let (al, aaddr) = free_listener();
     let ingest = env.spawn_ingest(IngestOptions {
         instance: Some("rc-ingest".into()),
+        http: Some(HttpListen::Listener(il)),
         ..Default::default()
     });
     let archive = env.spawn_archive(ArchiveOptions {
         instance: Some("rc-archive".into()),
+        http: Some(HttpListen::Listener(al)),
         ..Default::default()
     });
     let first = make_logs("before", 500, 1_764_400_000_000);
@@ -82,22 +95,48 @@ async fn workers_reconnect_after_the_broker_drops_them_and_after_a_mongodb_resta
     );
 
     let mut expected = [first, second].concat();
-    match std::env::var("MONGO_RESTART_CMD") {
-        Ok(cmd) if !cmd.is_empty() => {
+    match (
+        std::env::var("MONGO_STOP_CMD"),
+        std::env::var("MONGO_START_CMD"),
+    ) {
+        (Ok(stop), Ok(start)) if !stop.is_empty() && !start.is_empty() => {
+            for addr in [iaddr, aaddr] {
+                env.wait_for("ready before the stop", || async {
+                    http_get(addr, "/readyz").await.0 == 200
+                })
+                .await;
+            }
             let third = make_logs("around-restart", 600, 1_764_600_000_000);
             let (before, after) = third.split_at(300);
             publish_all(&env, ep, before, "restart-a").await;
-            let status =
-                tokio::task::spawn_blocking(move || Command::new("sh").args(["-c", &cmd]).status())
-                    .await
-                    .unwrap()
-                    .expect("restart command runs");
-            assert!(status.success(), "MONGO_RESTART_CMD failed");
+            tokio::task::spawn_blocking(move || run(&stop))
+                .await
+                .unwrap();
+            // RabbitMQ still takes messages while MongoDB is down; the workers hold them.
             publish_all(&env, ep, after, "restart-b").await;
+            for addr in [iaddr, aaddr] {
+                let (status, body) = http_get(addr, "/readyz").await;
+                assert_eq!(status, 503, "not ready while MongoDB is down: {body}");
+                assert!(body.contains(r#""mongodb":"down""#), "{body}");
+            }
+            assert_eq!(
+                http_get(iaddr, "/healthz").await.0,
+                200,
+                "alive all the same"
+            );
+            tokio::task::spawn_blocking(move || run(&start))
+                .await
+                .unwrap();
+            for addr in [iaddr, aaddr] {
+                env.wait_for("ready again", || async {
+                    http_get(addr, "/readyz").await.0 == 200
+                })
+                .await;
+            }
             expected.extend(third);
             env.wait_for_episode(ep, 1_600, 16).await;
         }
-        _ => eprintln!("SKIPPED the MongoDB restart part: MONGO_RESTART_CMD is not set"),
+        _ => eprintln!("SKIPPED the MongoDB part: MONGO_STOP_CMD / MONGO_START_CMD are not set"),
     }
     let snap = env.snapshot(ep).await;
     snap.assert_exact(&expected);

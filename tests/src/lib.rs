@@ -102,6 +102,9 @@ impl TestEnv {
         s.s3.bucket = format!("t-{id}");
         s.archive.sweep_interval_secs = 1;
         s.ingest.drain_deadline_secs = 30;
+        // In-process workers serve no HTTP endpoints unless a test passes a listener.
+        s.ingest.http_listen = String::new();
+        s.archive.http_listen = String::new();
         tweak(&mut s);
         s.validate().expect("valid test settings");
         let store = MongoStore::connect(&s.mongo).await.expect("MongoDB client");
@@ -186,6 +189,8 @@ impl TestEnv {
             ),
             v("ARCHIVE__LEASE_SECS", s.archive.lease_secs.to_string()),
             v("TELEMETRY__FORMAT", "json".into()),
+            v("INGEST__HTTP_LISTEN", "127.0.0.1:0".into()),
+            v("ARCHIVE__HTTP_LISTEN", "127.0.0.1:0".into()),
         ]
     }
 
@@ -611,4 +616,43 @@ pub fn single_body(episode: &str, log: &SentLog) -> Value {
     let mut v = log.to_json();
     v["episodeId"] = json!(episode);
     v
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status code, body). Enough for the workers' endpoints.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("endpoint reachable");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("HTTP status line");
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of one sample in a Prometheus text rendering, e.g. `name{label="x"}`.
+pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(sample)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// A loopback listener on a free port, for a worker's HTTP endpoints.
+pub fn free_listener() -> (std::net::TcpListener, std::net::SocketAddr) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    (l, addr)
 }

@@ -21,7 +21,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bson::DateTime;
@@ -39,6 +38,8 @@ use crate::amqp::{self, AmqpError, Backoff, ConfirmedPublisher, Topology};
 use crate::chunk::{ChunkError, ChunkWriter, EncodedChunk, chunk_key};
 use crate::config::{ArchiveSettings, Settings};
 use crate::domain::EpisodeId;
+use crate::health::{self, HttpListen, Readiness};
+use crate::metrics::ArchiveMetrics;
 use crate::model::{ArchiveLease, LogChunk, LogMetadata};
 use crate::mongo::{MongoError, MongoStore, is_duplicate_key};
 use crate::s3::{ObjectStore, S3ObjectStore, StoreError, put_verified};
@@ -59,6 +60,8 @@ pub enum ArchiveError {
     LeaseLost(EpisodeId),
     #[error("stopped by the fault plan after {0:?}")]
     Stopped(ArchiveStep),
+    #[error("HTTP endpoints: {0}")]
+    Http(String),
 }
 
 impl From<lapin::Error> for ArchiveError {
@@ -112,15 +115,6 @@ pub enum ArchiveOutcome {
     Gap { at: i64 },
 }
 
-/// Counters of one archive-worker.
-#[derive(Debug, Default)]
-pub struct ArchiveStats {
-    pub chunks_written: AtomicU64,
-    pub logs_archived: AtomicU64,
-    pub lock_takeovers: AtomicU64,
-    pub runs: AtomicU64,
-}
-
 /// Archives episodes into chunks. Cheap to share: one per worker, behind an `Arc`.
 pub struct ChunkArchiver<S: ObjectStore> {
     store: MongoStore,
@@ -133,7 +127,7 @@ pub struct ChunkArchiver<S: ObjectStore> {
     /// Episodes this process is archiving now: the sweep and the event consumer share one lease
     /// owner, so they must not run on the same episode at once.
     running: std::sync::Mutex<std::collections::HashSet<EpisodeId>>,
-    pub stats: Arc<ArchiveStats>,
+    pub metrics: Arc<ArchiveMetrics>,
 }
 
 /// Removes an episode from [`ChunkArchiver::running`] when its run ends, however it ends.
@@ -158,7 +152,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             owner,
             stop_after: None,
             running: Default::default(),
-            stats: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -197,13 +191,30 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             set: &self.running,
             episode: ep.clone(),
         };
+        let result = self.archive_unguarded(ep, kind).await;
+        let outcome = match &result {
+            Ok(ArchiveOutcome::Done { .. }) => "done",
+            Ok(ArchiveOutcome::Busy) => "busy",
+            Ok(ArchiveOutcome::Unknown) => "unknown",
+            Ok(ArchiveOutcome::Gap { .. }) => "gap",
+            Err(ArchiveError::Stopped(_)) => "stopped",
+            Err(_) => "error",
+        };
+        self.metrics.runs.with_label_values(&[outcome]).inc();
+        result
+    }
+
+    async fn archive_unguarded(
+        &self,
+        ep: &EpisodeId,
+        kind: ArchiveKind,
+    ) -> Result<ArchiveOutcome, ArchiveError> {
         let Some(meta) = self.store.metadata_of(ep).await? else {
             return Ok(ArchiveOutcome::Unknown);
         };
         let Some(meta) = self.acquire(meta).await? else {
             return Ok(ArchiveOutcome::Busy);
         };
-        self.stats.runs.fetch_add(1, Ordering::Relaxed);
         let result = self.archive_locked(meta, kind).await;
         if matches!(result, Err(ArchiveError::Stopped(_))) {
             return result;
@@ -232,7 +243,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             next.updated_at = now;
             if self.store.replace_metadata(meta.version, &next).await? {
                 if meta.is_archiving && holder.as_deref() != Some(&self.owner) {
-                    self.stats.lock_takeovers.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.lock_takeovers.inc();
                     tracing::warn!(episode = %meta.episode_id, previous_owner = ?holder, "took over an expired archive lock");
                 }
                 return Ok(Some(next));
@@ -321,7 +332,10 @@ impl<S: ObjectStore> ChunkArchiver<S> {
                 break;
             };
             let chunk_number = meta.total_chunks;
-            let encoded = match self.build_chunk(&ep, start, count).await? {
+            let build = self.metrics.chunk_build_seconds.start_timer();
+            let built = self.build_chunk(&ep, start, count).await?;
+            build.observe_duration();
+            let encoded = match built {
                 Ok(c) => c,
                 Err(gap_at) => {
                     tracing::info!(episode = %ep, gap_at, "logs not written yet; archiving stops before the gap");
@@ -342,7 +356,10 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             .await?;
             let key = chunk_key(&self.key_prefix, &ep, chunk_number);
             let size_bytes = encoded.bytes.len() as i64;
+            let upload = self.metrics.chunk_upload_seconds.start_timer();
             put_verified(&self.objects, &key, encoded.bytes.clone()).await?;
+            upload.observe_duration();
+            self.metrics.chunk_bytes.observe(size_bytes as f64);
             self.stop_point(ArchiveStep::AfterUpload)?;
             self.record_chunk(&ep, chunk_number, &encoded, &key).await?;
             self.stop_point(ArchiveStep::AfterLogChunk)?;
@@ -369,10 +386,8 @@ impl<S: ObjectStore> ChunkArchiver<S> {
                 .await?;
             chunks += 1;
             logs += encoded.log_count;
-            self.stats.chunks_written.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .logs_archived
-                .fetch_add(encoded.log_count as u64, Ordering::Relaxed);
+            self.metrics.chunks_written.inc();
+            self.metrics.logs_archived.inc_by(encoded.log_count as u64);
             tracing::info!(episode = %ep, chunk_number, start, count = encoded.log_count, size_bytes, %key, "chunk archived");
         }
         Ok(ArchiveOutcome::Done { chunks, logs })
@@ -494,13 +509,16 @@ impl<S: ObjectStore> ChunkArchiver<S> {
 }
 
 /// Options beyond the configuration, for tests and embedding.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct ArchiveOptions {
     /// Instance id (lease owner, RabbitMQ connection name).
     pub instance: Option<String>,
     /// Stop every run after this step, leaving the lock held (tests of crash recovery).
     pub stop_after: Option<ArchiveStep>,
-    pub stats: Option<Arc<ArchiveStats>>,
+    /// The worker's metrics; shared with the caller so tests can read them.
+    pub metrics: Arc<ArchiveMetrics>,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen; `None` means `archive.http_listen`.
+    pub http: Option<HttpListen>,
 }
 
 /// Runs an archive-worker until `shutdown` resolves.
@@ -513,17 +531,37 @@ pub async fn run(
 
 pub async fn run_with(
     settings: Settings,
-    options: ArchiveOptions,
+    mut options: ArchiveOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ArchiveError> {
     let cancel = CancellationToken::new();
+    let store = MongoStore::connect(&settings.mongo).await?;
+    let readiness = Arc::new(Readiness {
+        mongo: Some(store.clone()),
+        s3: Some(std::sync::OnceLock::new()),
+        ..Default::default()
+    });
+    let http_stop = CancellationToken::new();
+    let _http_guard = http_stop.clone().drop_guard();
+    let listen = options
+        .http
+        .take()
+        .unwrap_or_else(|| HttpListen::from_setting(&settings.archive.http_listen));
+    health::spawn(
+        listen,
+        options.metrics.registry.clone(),
+        readiness.clone(),
+        http_stop,
+    )
+    .await
+    .map_err(|e| ArchiveError::Http(e.to_string()))?;
     let drain = Duration::from_secs(
         settings
             .ingest
             .drain_deadline_secs
             .max(settings.archive.lease_secs),
     );
-    let main = supervise(settings, options, cancel.clone());
+    let main = supervise(settings, options, store, readiness, cancel.clone());
     tokio::pin!(main);
     tokio::select! {
         r = &mut main => return r,
@@ -544,13 +582,14 @@ pub async fn run_with(
 async fn supervise(
     settings: Settings,
     options: ArchiveOptions,
+    store: MongoStore,
+    readiness: Arc<Readiness>,
     cancel: CancellationToken,
 ) -> Result<(), ArchiveError> {
     let mut backoff = Backoff::new(
         settings.amqp.reconnect_initial(),
         settings.amqp.reconnect_max(),
     );
-    let store = MongoStore::connect(&settings.mongo).await?;
     while let Err(e) = store.ensure_indexes().await {
         let wait = backoff.next_delay();
         tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MongoDB not ready; retrying");
@@ -559,7 +598,12 @@ async fn supervise(
     backoff.reset();
     let objects = loop {
         match S3ObjectStore::connect(&settings.s3).await {
-            Ok(o) => break o,
+            Ok(o) => {
+                if let Some(cell) = &readiness.s3 {
+                    let _ = cell.set(o.clone());
+                }
+                break o;
+            }
             Err(e) => {
                 let wait = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "S3 not ready; retrying");
@@ -575,9 +619,7 @@ async fn supervise(
     });
     let mut archiver = ChunkArchiver::new(store, objects, &settings, instance.clone())
         .stop_after(options.stop_after);
-    if let Some(stats) = options.stats {
-        archiver.stats = stats;
-    }
+    archiver.metrics = options.metrics;
     let archiver = Arc::new(archiver);
     let mut sweeper = tokio::spawn(sweep_loop(
         archiver.clone(),
@@ -592,7 +634,9 @@ async fn supervise(
             else {
                 return Ok(());
             };
+            readiness.set_amqp_connected(true);
             let r = consume_events(&archiver, &settings, &topology, &conn, &cancel).await;
+            readiness.set_amqp_connected(false);
             let _ = conn.close(200, "bye".into()).await;
             match r {
                 Ok(()) => return Ok(()),
@@ -692,6 +736,7 @@ async fn consume_events<S: ObjectStore + 'static>(
                 ))));
             }
         };
+        archiver.metrics.requests_consumed.inc();
         let permit = slots.clone().acquire_owned().await.expect("never closed");
         let (archiver, publisher, topology, s, stop) = (
             archiver.clone(),

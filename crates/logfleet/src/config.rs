@@ -112,6 +112,8 @@ pub struct IngestSettings {
     /// Milliseconds between a standby worker's attempts to take over a partition owned by
     /// another worker (the failover delay after a crash).
     pub standby_poll_ms: u64,
+    /// Address of `/metrics`, `/healthz`, `/readyz`; empty disables them.
+    pub http_listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,6 +129,8 @@ pub struct ArchiveSettings {
     pub gzip_level: u32,
     /// Seconds a flush waits for in-flight logs (a gap in the sequence) before it is dead-lettered.
     pub flush_wait_secs: u64,
+    /// Address of `/metrics`, `/healthz`, `/readyz`; empty disables them.
+    pub http_listen: String,
 }
 
 /// Published limits of the producer contract.

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bson::DateTime;
@@ -36,8 +36,10 @@ use tokio_util::sync::CancellationToken;
 use crate::amqp::{self, AmqpError, Backoff, ConfirmedPublisher, Topology};
 use crate::config::Settings;
 use crate::domain::EpisodeId;
+use crate::health::{self, HttpListen, Readiness};
 use crate::ledger::{Plan, SequenceLedger};
 use crate::message::{self, LogMessage, MessageProperties};
+use crate::metrics::IngestMetrics;
 use crate::model::{LogEntry, LogMetadata};
 use crate::mongo::{MongoError, MongoStore};
 
@@ -53,6 +55,8 @@ pub enum IngestError {
     ConsumerEnded(String),
     #[error("stopped by the fault plan at {0:?}")]
     Crashed(IngestStep),
+    #[error("HTTP endpoints: {0}")]
+    Http(String),
 }
 
 impl From<lapin::Error> for IngestError {
@@ -78,30 +82,16 @@ pub struct FaultPlan {
     pub nth: usize,
 }
 
-/// Counters of one worker, readable while it runs.
-#[derive(Debug, Default)]
-pub struct IngestStats {
-    /// Messages acked after a successful write.
-    pub messages_acked: AtomicU64,
-    /// Logs written for the first time.
-    pub logs_inserted: AtomicU64,
-    /// Logs whose insert was refused as already written (redeliveries, duplicate publishes).
-    pub logs_duplicate: AtomicU64,
-    /// Messages sent to the dead-letter queue.
-    pub messages_dead_lettered: AtomicU64,
-    /// Deliveries flagged as redelivered by the broker.
-    pub messages_redelivered: AtomicU64,
-    /// Threshold events published.
-    pub threshold_events: AtomicU64,
-}
-
 /// Options beyond the configuration, for tests and embedding.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct IngestOptions {
     /// Name of the worker instance: RabbitMQ connection name and consumer tag prefix.
     pub instance: Option<String>,
     pub fault: Option<FaultPlan>,
-    pub stats: Arc<IngestStats>,
+    /// The worker's metrics; shared with the caller so tests can read them.
+    pub metrics: Arc<IngestMetrics>,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen; `None` means `ingest.http_listen`.
+    pub http: Option<HttpListen>,
 }
 
 /// Runs an ingest-worker until `shutdown` resolves, then drains in-flight batches.
@@ -114,12 +104,31 @@ pub async fn run(
 
 pub async fn run_with(
     settings: Settings,
-    options: IngestOptions,
+    mut options: IngestOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), IngestError> {
     let cancel = CancellationToken::new();
     let drain = Duration::from_secs(settings.ingest.drain_deadline_secs);
-    let main = supervise(settings, options, cancel.clone());
+    let store = MongoStore::connect(&settings.mongo).await?;
+    let readiness = Arc::new(Readiness {
+        mongo: Some(store.clone()),
+        ..Default::default()
+    });
+    let http_stop = CancellationToken::new();
+    let _http_guard = http_stop.clone().drop_guard();
+    let listen = options
+        .http
+        .take()
+        .unwrap_or_else(|| HttpListen::from_setting(&settings.ingest.http_listen));
+    health::spawn(
+        listen,
+        options.metrics.registry.clone(),
+        readiness.clone(),
+        http_stop,
+    )
+    .await
+    .map_err(|e| IngestError::Http(e.to_string()))?;
+    let main = supervise(settings, options, store, readiness, cancel.clone());
     tokio::pin!(main);
     tokio::select! {
         r = &mut main => return r,
@@ -147,15 +156,17 @@ struct Worker {
     fault: Option<FaultPlan>,
     /// How many batches reached the fault plan's step so far.
     fault_hits: AtomicUsize,
-    stats: Arc<IngestStats>,
+    metrics: Arc<IngestMetrics>,
+    readiness: Arc<Readiness>,
 }
 
 async fn supervise(
     settings: Settings,
     options: IngestOptions,
+    store: MongoStore,
+    readiness: Arc<Readiness>,
     cancel: CancellationToken,
 ) -> Result<(), IngestError> {
-    let store = MongoStore::connect(&settings.mongo).await?;
     let mut backoff = Backoff::new(
         settings.amqp.reconnect_initial(),
         settings.amqp.reconnect_max(),
@@ -177,7 +188,8 @@ async fn supervise(
         instance,
         fault: options.fault,
         fault_hits: AtomicUsize::new(0),
-        stats: options.stats,
+        metrics: options.metrics,
+        readiness,
         settings,
     });
     backoff.reset();
@@ -189,7 +201,9 @@ async fn supervise(
         };
         let conn = Arc::new(conn);
         tracing::info!(instance = %worker.instance, "connected to RabbitMQ");
+        worker.readiness.set_amqp_connected(true);
         let result = session(&worker, &conn, &cancel).await;
+        worker.readiness.set_amqp_connected(false);
         let _ = conn.close(200, "bye".into()).await;
         match result {
             Ok(()) => return Ok(()),
@@ -257,6 +271,9 @@ async fn consume_partition(
     else {
         return Ok(());
     };
+    let metrics = worker.metrics.clone();
+    metrics.partitions_owned.inc();
+    let _owned = scopeguard(move || metrics.partitions_owned.dec());
     let linger = Duration::from_millis(worker.settings.ingest.batch_linger_ms);
     // Each partition holds its own episodes, so its LogMetadata cache needs no lock.
     let mut cache: HashMap<EpisodeId, LogMetadata> = HashMap::new();
@@ -274,16 +291,18 @@ async fn consume_partition(
                 Err(_) => break,
             }
         }
-        match handle_batch(&worker, &publisher, &queue, &batch, &mut cache, &stop).await? {
+        let held = batch.len() as i64;
+        worker.metrics.messages_consumed.inc_by(held as u64);
+        worker.metrics.prefetch_in_use.add(held);
+        let outcome = handle_batch(&worker, &publisher, &queue, &batch, &mut cache, &stop).await;
+        worker.metrics.prefetch_in_use.sub(held);
+        match outcome? {
             BatchOutcome::Done => {
                 let last = batch.last().map(|d| d.delivery_tag).unwrap_or_default();
                 channel
                     .basic_ack(last, BasicAckOptions { multiple: true })
                     .await?;
-                worker
-                    .stats
-                    .messages_acked
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                worker.metrics.messages_acked.inc_by(held as u64);
             }
             // Shutdown while retrying: leave the batch unacked; it returns to the queue.
             BatchOutcome::Abandoned => return Ok(()),
@@ -315,10 +334,7 @@ async fn handle_batch(
     let mut valid = Vec::with_capacity(batch.len());
     for d in batch {
         if d.redelivered {
-            worker
-                .stats
-                .messages_redelivered
-                .fetch_add(1, Ordering::Relaxed);
+            worker.metrics.messages_redelivered.inc();
         }
         let props = MessageProperties {
             message_id: d.properties.message_id().as_ref().map(|s| s.as_str()),
@@ -326,8 +342,12 @@ async fn handle_batch(
             content_encoding: d.properties.content_encoding().as_ref().map(|s| s.as_str()),
         };
         match message::decode(&d.data, props, &worker.settings.limits) {
-            Ok(m) => valid.push(m),
+            Ok(m) => {
+                worker.metrics.logs_consumed.inc_by(m.logs.len() as u64);
+                valid.push(m);
+            }
             Err(reason) => {
+                let kind = reason.kind();
                 let reason = reason.to_string();
                 tracing::warn!(queue, routing_key = %d.routing_key, %reason, bytes = d.data.len(), "dead-lettering invalid message");
                 let props = amqp::dead_letter_properties(
@@ -345,9 +365,10 @@ async fn handle_batch(
                     )
                     .await?;
                 worker
-                    .stats
+                    .metrics
                     .messages_dead_lettered
-                    .fetch_add(1, Ordering::Relaxed);
+                    .with_label_values(&[kind])
+                    .inc();
             }
         }
     }
@@ -378,10 +399,7 @@ async fn handle_batch(
                             Some(&id),
                         )
                         .await?;
-                    worker
-                        .stats
-                        .threshold_events
-                        .fetch_add(1, Ordering::Relaxed);
+                    worker.metrics.threshold_events.inc();
                     tracing::info!(episode = %ep, "threshold reached: archive event published");
                 }
                 return Ok(BatchOutcome::Done);
@@ -456,15 +474,11 @@ async fn write_batch(
     }
     worker.fault_point(IngestStep::AfterReserve)?;
     for slice in entries.chunks(worker.settings.ingest.max_batch_logs) {
+        let timer = worker.metrics.insert_seconds.start_timer();
         let out = worker.store.insert_entries(slice).await?;
-        worker
-            .stats
-            .logs_inserted
-            .fetch_add(out.inserted as u64, Ordering::Relaxed);
-        worker
-            .stats
-            .logs_duplicate
-            .fetch_add(out.duplicates as u64, Ordering::Relaxed);
+        timer.observe_duration();
+        worker.metrics.logs_inserted.inc_by(out.inserted as u64);
+        worker.metrics.logs_duplicate.inc_by(out.duplicates as u64);
     }
     worker.fault_point(IngestStep::AfterInsert)?;
     // A replayed entry may have been archived and deleted between our read of archivedLogs and
@@ -533,4 +547,17 @@ impl Worker {
             _ => Ok(()),
         }
     }
+}
+
+/// Runs `f` when dropped: keeps a gauge right however a task ends.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

@@ -9,6 +9,8 @@
 //! - Adapters, one per service: [`amqp`], [`mongo`], [`s3`].
 //! - Workers: [`ingest`] (RabbitMQ → MongoDB) and [`archive`] (MongoDB → S3).
 //! - [`config`] and [`telemetry`]: layered settings and tracing set-up.
+//! - [`metrics`] and [`health`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz`
+//!   endpoints of the workers.
 //!
 //! Both workers expose `run(settings, shutdown)`: the binaries are thin wrappers, and tests stop
 //! a worker deterministically by resolving the `shutdown` future.
@@ -18,9 +20,11 @@ pub mod archive;
 pub mod chunk;
 pub mod config;
 pub mod domain;
+pub mod health;
 pub mod ingest;
 pub mod ledger;
 pub mod message;
+pub mod metrics;
 pub mod model;
 pub mod mongo;
 pub mod s3;

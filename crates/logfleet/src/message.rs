@@ -45,6 +45,27 @@ pub enum RejectReason {
     Log { index: usize, reason: String },
 }
 
+impl RejectReason {
+    /// A short, bounded name of the reason, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RejectReason::ContentType(_) => "content_type",
+            RejectReason::ContentEncoding(_) => "content_encoding",
+            RejectReason::MessageTooLarge { .. } => "message_too_large",
+            RejectReason::NotUtf8 => "not_utf8",
+            RejectReason::Json(_) => "invalid_json",
+            RejectReason::Domain(DomainError::UnknownLevel(_)) => "unknown_level",
+            RejectReason::Domain(DomainError::BadMessageId) => "bad_message_id",
+            RejectReason::Domain(_) => "bad_episode_id",
+            RejectReason::MixedForms => "mixed_forms",
+            RejectReason::Missing(_) => "missing_field",
+            RejectReason::EmptyBatch => "empty_batch",
+            RejectReason::TooManyLogs { .. } => "too_many_logs",
+            RejectReason::Log { .. } => "invalid_log",
+        }
+    }
+}
+
 /// One validated log line, not yet numbered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewLog {

@@ -117,6 +117,17 @@ impl S3ObjectStore {
         &self.bucket
     }
 
+    /// Round trip to the server: HEAD of the bucket; used by readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| req("HeadBucket", &self.bucket, e))?;
+        Ok(())
+    }
+
     /// Creates the bucket unless it exists.
     pub async fn ensure_bucket(&self) -> Result<(), StoreError> {
         if self

@@ -1,0 +1,187 @@
+//! Prometheus metrics of the workers.
+//!
+//! Each worker owns one registry holding its metric families; the health server renders it on
+//! `/metrics`. No label ever carries an episodeId (unbounded cardinality): dead-letter reasons
+//! are labelled by their kind (`RejectReason::kind`), archive runs by their outcome.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    r.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+/// Seconds, from 1 ms to about 30 s.
+fn latency_buckets() -> Vec<f64> {
+    prometheus::exponential_buckets(0.001, 2.0, 16).expect("valid buckets")
+}
+
+/// Metrics of one ingest-worker.
+#[derive(Clone, Debug)]
+pub struct IngestMetrics {
+    pub registry: Registry,
+    /// Deliveries received from the partition queues.
+    pub messages_consumed: IntCounter,
+    /// Logs in the valid messages received.
+    pub logs_consumed: IntCounter,
+    /// Messages acked after their writes were durable.
+    pub messages_acked: IntCounter,
+    /// Deliveries the broker flagged as redelivered.
+    pub messages_redelivered: IntCounter,
+    /// Messages sent to the dead-letter queue, by reason kind.
+    pub messages_dead_lettered: IntCounterVec,
+    /// Logs written for the first time.
+    pub logs_inserted: IntCounter,
+    /// Logs refused by the unique index as written by an earlier try.
+    pub logs_duplicate: IntCounter,
+    /// Duration of one insertMany.
+    pub insert_seconds: Histogram,
+    /// Threshold events published to the archive exchange.
+    pub threshold_events: IntCounter,
+    /// Deliveries held unacked by this worker right now (prefetch in use).
+    pub prefetch_in_use: IntGauge,
+    /// Partition queues this worker consumes (the others it stands by for).
+    pub partitions_owned: IntGauge,
+}
+
+impl Default for IngestMetrics {
+    fn default() -> Self {
+        let r = Registry::new_custom(Some("logfleet_ingest".into()), None).expect("valid prefix");
+        Self {
+            messages_consumed: counter(
+                &r,
+                "messages_consumed_total",
+                "Deliveries received from the partition queues",
+            ),
+            logs_consumed: counter(
+                &r,
+                "logs_consumed_total",
+                "Logs in the valid messages received",
+            ),
+            messages_acked: counter(
+                &r,
+                "messages_acked_total",
+                "Messages acked after their writes were durable",
+            ),
+            messages_redelivered: counter(
+                &r,
+                "messages_redelivered_total",
+                "Deliveries flagged as redelivered",
+            ),
+            messages_dead_lettered: counter_vec(
+                &r,
+                "messages_dead_lettered_total",
+                "Messages dead-lettered, by reason kind",
+                "reason",
+            ),
+            logs_inserted: counter(&r, "logs_inserted_total", "Logs written for the first time"),
+            logs_duplicate: counter(
+                &r,
+                "logs_duplicate_total",
+                "Logs already written by an earlier try",
+            ),
+            insert_seconds: histogram(
+                &r,
+                "insert_seconds",
+                "Duration of one insertMany",
+                latency_buckets(),
+            ),
+            threshold_events: counter(&r, "threshold_events_total", "Threshold events published"),
+            prefetch_in_use: gauge(&r, "prefetch_in_use", "Deliveries held unacked right now"),
+            partitions_owned: gauge(
+                &r,
+                "partitions_owned",
+                "Partition queues this worker consumes",
+            ),
+            registry: r,
+        }
+    }
+}
+
+/// Metrics of one archive-worker.
+#[derive(Clone, Debug)]
+pub struct ArchiveMetrics {
+    pub registry: Registry,
+    /// Archive runs by outcome: done, busy, gap, unknown, error, stopped.
+    pub runs: IntCounterVec,
+    /// Chunks committed.
+    pub chunks_written: IntCounter,
+    /// Logs moved to S3.
+    pub logs_archived: IntCounter,
+    /// Time to read a chunk's logs from MongoDB and encode them.
+    pub chunk_build_seconds: Histogram,
+    /// Time to upload and verify a chunk.
+    pub chunk_upload_seconds: Histogram,
+    /// Compressed size of the chunks written.
+    pub chunk_bytes: Histogram,
+    /// Expired archive locks taken over from another worker.
+    pub lock_takeovers: IntCounter,
+    /// Archive requests (threshold events, flushes) received.
+    pub requests_consumed: IntCounter,
+}
+
+impl Default for ArchiveMetrics {
+    fn default() -> Self {
+        let r = Registry::new_custom(Some("logfleet_archive".into()), None).expect("valid prefix");
+        Self {
+            runs: counter_vec(&r, "runs_total", "Archive runs by outcome", "outcome"),
+            chunks_written: counter(&r, "chunks_written_total", "Chunks committed"),
+            logs_archived: counter(&r, "logs_archived_total", "Logs moved to S3"),
+            chunk_build_seconds: histogram(
+                &r,
+                "chunk_build_seconds",
+                "Reading and encoding one chunk",
+                latency_buckets(),
+            ),
+            chunk_upload_seconds: histogram(
+                &r,
+                "chunk_upload_seconds",
+                "Uploading and verifying one chunk",
+                latency_buckets(),
+            ),
+            chunk_bytes: histogram(
+                &r,
+                "chunk_bytes",
+                "Compressed size of a chunk",
+                prometheus::exponential_buckets(1024.0, 4.0, 10).expect("valid buckets"),
+            ),
+            lock_takeovers: counter(
+                &r,
+                "lock_takeovers_total",
+                "Expired archive locks taken over",
+            ),
+            requests_consumed: counter(&r, "requests_consumed_total", "Archive requests received"),
+            registry: r,
+        }
+    }
+}
+
+/// Renders a registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    use prometheus::Encoder;
+    let mut out = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .expect("text encoding never fails");
+    String::from_utf8(out).expect("the text format is UTF-8")
+}
