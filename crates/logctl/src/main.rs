@@ -3,19 +3,25 @@
 //! - `logctl demo`: the fleet's main job on local services: runs an ingest-worker and an
 //!   archive-worker, publishes a sample load, flushes one finished episode and prints what
 //!   landed in MongoDB and S3.
-//! - `logctl flush EPISODE`: asks the archive-workers to archive a finished episode's final
-//!   partial chunk.
-//! - `logctl topology`: declares the exchanges and queues (idempotent) and prints them.
+//! - `logctl archive flush EPISODE` (alias `logctl flush EPISODE`): asks the archive-workers to
+//!   archive a finished episode's final partial chunk.
+//! - `logctl topology [--check]`: declares the exchanges and queues (idempotent) and prints
+//!   them, or only checks that they exist.
+//! - `logctl publish [FILE]`: publishes NDJSON through the producer library (`publish.rs`).
+//! - `logctl dlq list|peek|replay|purge`: the logs dead-letter queue (`dlq.rs`).
+//! - `logctl lock show|release`: an episode's archive lock (`lock.rs`).
 //! - `logctl stats EPISODE`: prints an episode's LogMetadata.
 //!
 //! Settings come from the same layered configuration as the workers (`LOGFLEET__*`).
 
 mod demo;
+mod dlq;
+mod lock;
+mod publish;
+mod topology;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use logfleet::amqp::{ConfirmedPublisher, Topology};
-use logfleet::archive::{ArchiveKind, request_archive};
 use logfleet::config::Settings;
 use logfleet::domain::EpisodeId;
 use logfleet::mongo::MongoStore;
@@ -31,13 +37,30 @@ struct Cli {
 enum Command {
     /// Run both workers on the configured services with a sample load, then print a summary.
     Demo(demo::DemoArgs),
-    /// Archive the final partial chunk of a finished episode (publishes a flush request).
+    /// Alias of `archive flush`: archive the final partial chunk of a finished episode.
     Flush {
         /// The episode id.
         episode: String,
     },
-    /// Declare the exchanges and queues (idempotent) and print their names.
-    Topology,
+    /// Declare the exchanges and queues (idempotent) and print them; `--check` only verifies.
+    Topology(topology::TopologyArgs),
+    /// Publish NDJSON logs (a file or standard input) with confirms.
+    Publish(publish::PublishArgs),
+    /// Inspect, replay or purge the logs dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
+    },
+    /// Archive operations.
+    Archive {
+        #[command(subcommand)]
+        command: lock::ArchiveCommand,
+    },
+    /// Show or release an episode's archive lock.
+    Lock {
+        #[command(subcommand)]
+        command: lock::LockCommand,
+    },
     /// Print an episode's LogMetadata as JSON.
     Stats {
         /// The episode id.
@@ -52,47 +75,14 @@ async fn main() -> anyhow::Result<()> {
     logfleet::telemetry::init(&settings.telemetry);
     match cli.command {
         Command::Demo(args) => demo::run(settings, args).await,
-        Command::Flush { episode } => {
-            let ep = EpisodeId::parse(&episode)?;
-            let topology = Topology::new(&settings.amqp);
-            let conn = logfleet::amqp::connect(&settings.amqp, "logctl").await?;
-            topology.declare(&conn).await?;
-            let publisher = ConfirmedPublisher::open(&conn).await?;
-            request_archive(&publisher, &topology, &ep, ArchiveKind::Flush).await?;
-            println!("flush of {ep} requested on {}", topology.archive_exchange);
-            Ok(())
-        }
-        Command::Topology => {
-            let topology = Topology::new(&settings.amqp);
-            let conn = logfleet::amqp::connect(&settings.amqp, "logctl").await?;
-            topology
-                .declare(&conn)
-                .await
-                .context("declaring the topology")?;
-            println!(
-                "exchange {} (x-consistent-hash, routing key = episodeId)",
-                topology.logs_exchange
-            );
-            for q in &topology.partition_queues {
-                println!(
-                    "  queue {q} ({}, one exclusive consumer)",
-                    topology.partition_queue_type
-                );
-            }
-            println!(
-                "exchange {} -> queue {}",
-                topology.dead_letter_exchange, topology.dead_letter_queue
-            );
-            println!(
-                "exchange {} -> queue {}",
-                topology.archive_exchange, topology.archive_queue
-            );
-            println!(
-                "exchange {} -> queue {}",
-                topology.archive_dead_letter_exchange, topology.archive_dead_letter_queue
-            );
-            Ok(())
-        }
+        Command::Flush { episode }
+        | Command::Archive {
+            command: lock::ArchiveCommand::Flush { episode },
+        } => lock::flush(settings, &episode).await,
+        Command::Topology(args) => topology::run(settings, args).await,
+        Command::Publish(args) => publish::run(settings, args).await,
+        Command::Dlq { command } => dlq::run(settings, command).await,
+        Command::Lock { command } => lock::lock(settings, command).await,
         Command::Stats { episode } => {
             let ep = EpisodeId::parse(&episode)?;
             let store = MongoStore::connect(&settings.mongo).await?;
