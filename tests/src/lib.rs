@@ -6,6 +6,8 @@
 //! `AMQP_URL`, `MONGODB_URI`, `S3_ENDPOINT` (+ `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
 //! `scripts/test.sh` starts local ones and sets these.
 
+pub mod hostile;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
