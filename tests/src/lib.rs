@@ -6,6 +6,7 @@
 //! `AMQP_URL`, `MONGODB_URI`, `S3_ENDPOINT` (+ `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
 //! `scripts/test.sh` starts local ones and sets these.
 
+pub mod crash;
 pub mod hostile;
 
 use std::collections::BTreeMap;
@@ -185,6 +186,7 @@ impl TestEnv {
                 "INGEST__DRAIN_DEADLINE_SECS",
                 s.ingest.drain_deadline_secs.to_string(),
             ),
+            v("INGEST__STANDBY_POLL_MS", s.ingest.standby_poll_ms.to_string()),
             v(
                 "ARCHIVE__SWEEP_INTERVAL_SECS",
                 s.archive.sweep_interval_secs.to_string(),
