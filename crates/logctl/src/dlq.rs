@@ -287,7 +287,8 @@ fn fmt_time(t: Option<DateTime<Utc>>) -> String {
 
 pub async fn run(settings: Settings, command: DlqCommand) -> anyhow::Result<()> {
     let topology = Topology::new(&settings.amqp);
-    let conn = amqp::connect(&settings.amqp, "logctl-dlq")
+    let name = format!("logctl-dlq {}", settings.amqp.prefix);
+    let conn = amqp::connect(&settings.amqp, &name)
         .await
         .context("RabbitMQ is not reachable")?;
     let result = match command {

@@ -71,7 +71,7 @@ async fn replay_after_a_bad_deploy_is_exact_and_failures_keep_their_history() {
     );
     assert!(stdout.contains("message_id:   really-bad"), "{stdout}");
     assert_eq!(
-        common::settled_depth(&env, &dlq).await,
+        common::settled_depth(&env, &dlq, 41).await,
         41,
         "list and peek consumed nothing"
     );
@@ -82,9 +82,9 @@ async fn replay_after_a_bad_deploy_is_exact_and_failures_keep_their_history() {
     let (out, stdout, _) = common::run(&env, &["dlq", "replay", "--all", "--dry-run"], None).await;
     assert!(out.status.success());
     assert!(stdout.contains("would replay 41 of 41"), "{stdout}");
-    assert_eq!(common::settled_depth(&env, &dlq).await, 41);
+    assert_eq!(common::settled_depth(&env, &dlq, 41).await, 41);
 
-    // The fixed deploy; replay by episode with a count limit, then by reason.
+    // The fixed deploy; replay by episode and reason with a count limit, then by reason.
     env.settings.limits = LimitsSettings::default();
     let ingest = env.spawn_ingest(IngestOptions::default());
     let (out, stdout, _) = common::run(
@@ -94,6 +94,8 @@ async fn replay_after_a_bad_deploy_is_exact_and_failures_keep_their_history() {
             "replay",
             "--episode",
             "dlq-b",
+            "--reason",
+            "limit is 10",
             "--limit",
             "4",
             "--quiet",
@@ -103,7 +105,7 @@ async fn replay_after_a_bad_deploy_is_exact_and_failures_keep_their_history() {
     .await;
     assert!(out.status.success());
     assert!(stdout.contains("replayed 4 of"), "{stdout}");
-    assert_eq!(common::settled_depth(&env, &dlq).await, 37);
+    assert_eq!(common::settled_depth(&env, &dlq, 37).await, 37);
     let (out, stdout, _) = common::run(
         &env,
         &["dlq", "replay", "--reason", "LIMIT IS 10", "--quiet"],
@@ -117,7 +119,7 @@ async fn replay_after_a_bad_deploy_is_exact_and_failures_keep_their_history() {
     env.wait_for_episode("dlq-b", 200, 0).await;
     env.snapshot("dlq-a").await.assert_exact(&all_a);
     env.snapshot("dlq-b").await.assert_exact(&b);
-    assert_eq!(common::settled_depth(&env, &dlq).await, 1);
+    assert_eq!(common::settled_depth(&env, &dlq, 1).await, 1);
 
     // The really bad one fails again and comes back with its history.
     let (out, stdout, _) = common::run(&env, &["dlq", "replay", "--all", "--quiet"], None).await;
@@ -147,11 +149,11 @@ async fn replay_after_a_bad_deploy_is_exact_and_failures_keep_their_history() {
     let (out, _, stderr) = common::run(&env, &["dlq", "purge"], Some("no\n")).await;
     assert!(!out.status.success());
     assert!(stderr.contains("Type `yes` to confirm"), "{stderr}");
-    assert_eq!(common::settled_depth(&env, &dlq).await, 1);
+    assert_eq!(common::settled_depth(&env, &dlq, 1).await, 1);
     let (out, stdout, _) = common::run(&env, &["dlq", "purge"], Some("yes\n")).await;
     assert!(out.status.success());
     assert!(stdout.contains("purged 1 messages"), "{stdout}");
-    assert_eq!(common::settled_depth(&env, &dlq).await, 0);
+    assert_eq!(common::settled_depth(&env, &dlq, 0).await, 0);
     // Nothing more was ingested by the failing replay.
     env.snapshot("dlq-b").await.assert_exact(&b);
     ingest.stop().await.unwrap();
@@ -183,8 +185,10 @@ async fn a_replay_killed_halfway_and_rerun_loses_and_doubles_nothing() {
     replay.kill().expect("SIGKILL");
     replay.wait().unwrap();
     // Its unacked message, if any, returns to the DLQ with the connection.
-    let left = common::settled_depth(&env, &dlq).await;
-    assert!(left > 0 && left <= 105, "killed halfway: {left} left");
+    common::connection_gone(&env, &format!("logctl-dlq {}", env.settings.amqp.prefix)).await;
+    let left = common::settled_depth(&env, &dlq, 1).await;
+    // At most the one message it held comes back.
+    assert!(left > 0 && left <= 106, "killed halfway: {left} left");
 
     let (out, stdout, _) = common::run(&env, &["dlq", "replay", "--all", "--quiet"], None).await;
     assert!(out.status.success());
@@ -192,7 +196,8 @@ async fn a_replay_killed_halfway_and_rerun_loses_and_doubles_nothing() {
         stdout.contains(&format!("replayed {left} of {left}")),
         "{stdout}"
     );
-    assert_eq!(common::settled_depth(&env, &dlq).await, 0);
+    // Every message left was replayed, and nothing came back.
+    assert_eq!(common::settled_depth(&env, &dlq, 0).await, 0);
     env.wait_for_episode("dlq-kill", 2_400, 0).await;
     env.snapshot("dlq-kill").await.assert_exact(&logs);
     ingest.stop().await.unwrap();

@@ -66,19 +66,50 @@ fn unacked(queue: &str) -> u64 {
         .expect("the queue is listed")
 }
 
-/// Waits until nothing of `queue` is held unacked (messages a closed or killed client held are
-/// back), then returns its ready count.
-pub async fn settled_depth(env: &TestEnv, queue: &str) -> u32 {
+/// Waits until nothing of `queue` is held unacked and at least `at_least` messages are ready
+/// (the broker returns the messages of a closed or killed client asynchronously), then returns
+/// its ready count. A count that never gets there fails the test as stuck.
+pub async fn settled_depth(env: &TestEnv, queue: &str, at_least: u32) -> u32 {
     let q = queue.to_owned();
-    env.wait_for(&format!("{queue}: no unacked messages"), || {
-        let q = q.clone();
+    env.wait_for(
+        &format!("{queue}: no unacked, at least {at_least} ready"),
+        || {
+            let q = q.clone();
+            async move {
+                let q2 = q.clone();
+                tokio::task::spawn_blocking(move || unacked(&q2))
+                    .await
+                    .unwrap()
+                    == 0
+                    && env.queue_depth(&q).await >= at_least
+            }
+        },
+    )
+    .await;
+    env.queue_depth(queue).await
+}
+
+/// Waits until the broker has no connection named `name` left (a killed client's is gone).
+pub async fn connection_gone(env: &TestEnv, name: &str) {
+    let needle = format!("{{\"connection_name\",\"{name}\"}}");
+    env.wait_for(&format!("connection {name} gone"), || {
+        let needle = needle.clone();
         async move {
-            tokio::task::spawn_blocking(move || unacked(&q))
-                .await
-                .unwrap()
-                == 0
+            tokio::task::spawn_blocking(move || {
+                let out = Command::new("rabbitmqctl")
+                    .args([
+                        "list_connections",
+                        "-q",
+                        "--no-table-headers",
+                        "client_properties",
+                    ])
+                    .output()
+                    .expect("rabbitmqctl runs");
+                !String::from_utf8_lossy(&out.stdout).contains(&needle)
+            })
+            .await
+            .unwrap()
         }
     })
     .await;
-    env.queue_depth(queue).await
 }
