@@ -10,7 +10,9 @@
 //! - `logctl publish [FILE]`: publishes NDJSON through the producer library (`publish.rs`).
 //! - `logctl dlq list|peek|replay|purge`: the logs dead-letter queue (`dlq.rs`).
 //! - `logctl lock show|release`: an episode's archive lock (`lock.rs`).
-//! - `logctl stats EPISODE`: prints an episode's LogMetadata.
+//! - Reading (`read.rs`, over `logfleet::query`, both tiers): `logctl logs EPISODE` with
+//!   filters, `logctl tail [-f] EPISODE`, `logctl export EPISODE --out FILE`,
+//!   `logctl stats EPISODE`, `logctl chunks EPISODE`, `logctl episodes`; tables or `--json`.
 //!
 //! Settings come from the same layered configuration as the workers (`LOGFLEET__*`).
 
@@ -18,13 +20,11 @@ mod demo;
 mod dlq;
 mod lock;
 mod publish;
+mod read;
 mod topology;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use logfleet::config::Settings;
-use logfleet::domain::EpisodeId;
-use logfleet::mongo::MongoStore;
 
 #[derive(Parser)]
 #[command(name = "logctl", version, about = "Operate a logfleet fleet")]
@@ -61,11 +61,18 @@ enum Command {
         #[command(subcommand)]
         command: lock::LockCommand,
     },
-    /// Print an episode's LogMetadata as JSON.
-    Stats {
-        /// The episode id.
-        episode: String,
-    },
+    /// An episode's logs from both tiers, with filters and paging.
+    Logs(read::LogsArgs),
+    /// The latest logs of an episode; `-f` keeps printing new ones.
+    Tail(read::TailArgs),
+    /// Every matching log of an episode to an NDJSON or JSONL.gz file.
+    Export(read::ExportArgs),
+    /// An episode's statistics (LogMetadata).
+    Stats(read::EpisodeArgs),
+    /// An episode's chunks (LogChunk).
+    Chunks(read::ChunksArgs),
+    /// The episodes, by id.
+    Episodes(read::EpisodesArgs),
 }
 
 #[tokio::main]
@@ -83,20 +90,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Publish(args) => publish::run(settings, args).await,
         Command::Dlq { command } => dlq::run(settings, command).await,
         Command::Lock { command } => lock::lock(settings, command).await,
-        Command::Stats { episode } => {
-            let ep = EpisodeId::parse(&episode)?;
-            let store = MongoStore::connect(&settings.mongo).await?;
-            let meta = store
-                .metadata_of(&ep)
-                .await?
-                .with_context(|| format!("no LogMetadata for {ep}"))?;
-            let mut doc = bson::to_document(&meta)?;
-            doc.remove("recentMessages");
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&bson::Bson::Document(doc).into_relaxed_extjson())?
-            );
-            Ok(())
-        }
+        Command::Logs(args) => read::logs(settings, args).await,
+        Command::Tail(args) => read::tail(settings, args).await,
+        Command::Export(args) => read::export(settings, args).await,
+        Command::Stats(args) => read::stats(settings, args).await,
+        Command::Chunks(args) => read::chunks(settings, args).await,
+        Command::Episodes(args) => read::episodes(settings, args).await,
     }
 }

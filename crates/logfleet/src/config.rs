@@ -32,6 +32,8 @@ pub struct Settings {
     pub archive: ArchiveSettings,
     pub limits: LimitsSettings,
     pub telemetry: TelemetrySettings,
+    /// The read path: query-api and `logctl` reads (see [`crate::query`]).
+    pub query: QuerySettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +172,44 @@ pub struct TelemetrySettings {
     pub filter: String,
 }
 
+/// The read path (query-api, `logctl logs|tail|export|...`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySettings {
+    /// Address the query-api listens on, e.g. `127.0.0.1:8080`.
+    pub listen: String,
+    /// Upper bound, in bytes, of the cache of decompressed chunks (0 disables it).
+    pub cache_bytes: u64,
+    /// Page size when a request names none.
+    pub default_page_size: usize,
+    /// Largest page size a request may ask for.
+    pub max_page_size: usize,
+    /// Bearer token required by the query-api; empty disables auth. Set it through the
+    /// environment (`LOGFLEET__QUERY__BEARER_TOKEN`), never in a committed file.
+    pub bearer_token: String,
+    /// Seconds between two writes of one chunk's `LogChunk.lastAccessed`.
+    pub touch_interval_secs: u64,
+    /// Milliseconds between two polls of follow mode when nothing new arrived.
+    pub follow_poll_ms: u64,
+}
+
+impl std::fmt::Debug for QuerySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuerySettings")
+            .field("listen", &self.listen)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("default_page_size", &self.default_page_size)
+            .field("max_page_size", &self.max_page_size)
+            .field(
+                "bearer_token",
+                &if self.bearer_token.is_empty() { "" } else { "<redacted>" },
+            )
+            .field("touch_interval_secs", &self.touch_interval_secs)
+            .field("follow_poll_ms", &self.follow_poll_ms)
+            .finish()
+    }
+}
+
 impl Settings {
     /// Loads the defaults, `LOGFLEET_CONFIG` (a TOML file) if set, then `LOGFLEET__*` variables.
     pub fn load() -> Result<Self, ConfigError> {
@@ -235,6 +275,18 @@ impl Settings {
             && self.mongo.write_concern.parse::<u32>().is_err()
         {
             return bad("mongo.write_concern must be \"majority\" or a number");
+        }
+        if self.query.max_page_size == 0
+            || self.query.default_page_size == 0
+            || self.query.default_page_size > self.query.max_page_size
+        {
+            return bad("query.default_page_size must be 1..=query.max_page_size");
+        }
+        if self.query.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("query.listen must be an address such as 127.0.0.1:8080");
+        }
+        if self.query.follow_poll_ms == 0 {
+            return bad("query.follow_poll_ms must be at least 1");
         }
         Ok(())
     }

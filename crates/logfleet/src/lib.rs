@@ -8,6 +8,7 @@
 //! - [`chunk`]: the JSONL.gz chunk codec and the S3 key scheme.
 //! - Adapters, one per service: [`amqp`], [`mongo`], [`s3`].
 //! - Workers: [`ingest`] (RabbitMQ → MongoDB) and [`archive`] (MongoDB → S3).
+//! - Read path: [`query`] (both tiers, pages, export, follow) and [`chunk_cache`].
 //! - [`config`] and [`telemetry`]: layered settings and tracing set-up.
 //! - [`metrics`] and [`health`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz`
 //!   endpoints of the workers.
@@ -18,6 +19,7 @@
 pub mod amqp;
 pub mod archive;
 pub mod chunk;
+pub mod chunk_cache;
 pub mod config;
 pub mod domain;
 pub mod health;
@@ -27,6 +29,7 @@ pub mod message;
 pub mod metrics;
 pub mod model;
 pub mod mongo;
+pub mod query;
 pub mod s3;
 pub mod telemetry;
 

@@ -1,0 +1,236 @@
+//! query-bench: measures the read path against the real services and prints its figures.
+//!
+//! `cargo run --release -p query-api --bin query-bench` (services from `AMQP_URL`,
+//! `MONGODB_URI`, `S3_ENDPOINT`, as the tests; `scripts/services.sh` exports them).
+//!
+//! It places one episode with the real workers (51,000 logs, `chunkSize` 50,000: one chunk in S3
+//! and 1,000 hot logs) in a fresh database and bucket, then, in one run:
+//! - floor: a plain GetObject of the chunk plus gunzip;
+//! - cold: a page of 1,000 logs from the middle of that chunk with an empty cache (metadata,
+//!   LogChunk lookup, GetObject, gunzip, parse of the page's lines), and its ratio to the floor;
+//! - warm: the same page with the chunk cached;
+//! - hot: a page of 1,000 logs from MongoDB, and a filtered cold page, for reference.
+
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use logfleet::amqp::{ConfirmedPublisher, Topology};
+use logfleet::config::Settings;
+use logfleet::domain::EpisodeId;
+use logfleet::query::{LogFilter, LogQuery, Order, QueryService};
+use logfleet::s3::ObjectStore;
+use serde_json::json;
+
+const TOTAL: usize = 51_000;
+const CHUNK: i32 = 50_000;
+const PAGE: usize = 1_000;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn pct(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut s = Settings::load()?;
+    logfleet::telemetry::init(&logfleet::config::TelemetrySettings {
+        format: "human".into(),
+        filter: "warn".into(),
+    });
+    if let Ok(v) = std::env::var("AMQP_URL") {
+        s.amqp.url = v;
+    }
+    if let Ok(v) = std::env::var("MONGODB_URI") {
+        s.mongo.uri = v;
+    }
+    if let Ok(v) = std::env::var("S3_ENDPOINT") {
+        s.s3.endpoint = v;
+    }
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    s.amqp.prefix = format!("bench.{id}");
+    s.amqp.partitions = 2;
+    s.mongo.database = format!("bench_{id}");
+    s.s3.bucket = format!("bench-{id}");
+    s.ingest.archive_threshold = CHUNK;
+    s.ingest.chunk_size = CHUNK;
+    s.archive.sweep_interval_secs = 1;
+    s.validate()?;
+
+    // Place the data with the real workers.
+    let conn = logfleet::amqp::connect(&s.amqp, "query-bench").await?;
+    let topology = Topology::new(&s.amqp);
+    topology.declare(&conn).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let ingest = tokio::spawn(logfleet::ingest::run(s.clone(), stopped(stop_rx.clone())));
+    let archive = tokio::spawn(logfleet::archive::run(s.clone(), stopped(stop_rx.clone())));
+    let publisher = ConfirmedPublisher::open(&conn).await?;
+    let ep = EpisodeId::parse(&format!("bench-{id}"))?;
+    let levels = ["info", "debug", "warn", "info", "error"];
+    let base = 1_764_700_000_000i64;
+    println!("query-bench: placing {TOTAL} logs with the real workers (chunkSize {CHUNK}) ...");
+    let t = Instant::now();
+    for b in 0..TOTAL / 1000 {
+        let logs: Vec<_> = (b * 1000..(b + 1) * 1000)
+            .map(|i| {
+                let mut l = json!({"timestamp": base + i as i64, "level": levels[i % 5],
+                    "message": format!("step {i} of the benchmark episode, loss={:.4}", 1.0 / (i as f64 + 1.0))});
+                if i % 3 == 0 {
+                    l["metadata"] = json!({"step": i, "tag": "bench", "nested": {"ok": true}});
+                }
+                l
+            })
+            .collect();
+        let body = serde_json::to_vec(&json!({"episodeId": ep.as_str(), "logs": logs}))?;
+        publisher
+            .publish_json(
+                &topology.logs_exchange,
+                ep.as_str(),
+                &body,
+                Some(&format!("b-{b}")),
+            )
+            .await?;
+    }
+    let store = logfleet::mongo::MongoStore::connect(&s.mongo).await?;
+    loop {
+        if let Some(m) = store.metadata_of(&ep).await? {
+            if m.total_logs == TOTAL as i64 && m.total_chunks == 1 && !m.is_archiving {
+                break;
+            }
+        }
+        if t.elapsed() > Duration::from_secs(900) {
+            bail!("the workers did not place the data within 15 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!("  placed in {:.1} s", t.elapsed().as_secs_f64());
+    let _ = stop_tx.send(true);
+    let _ = ingest.await;
+    let _ = archive.await;
+
+    let svc = QueryService::connect(&s).await?;
+    let chunk = store.chunk_of(&ep, 0).await?.context("chunk 0 recorded")?;
+    let objects = logfleet::s3::S3ObjectStore::connect(&s.s3).await?;
+    let runs = 21;
+
+    // Floor: GetObject + gunzip.
+    let mut floor = Vec::new();
+    let mut text_len = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let gz = objects.get(&chunk.src).await?;
+        let mut text = Vec::with_capacity(gz.len() * 8);
+        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut text)?;
+        floor.push(t.elapsed());
+        text_len = text.len();
+    }
+    let q = LogQuery {
+        episode: ep.clone(),
+        filter: LogFilter::default(),
+        order: Order::Asc,
+        cursor: Some(20_000),
+        limit: PAGE,
+    };
+    // Cold: empty cache every time.
+    let mut cold = Vec::new();
+    for _ in 0..runs {
+        svc.cache().clear();
+        let t = Instant::now();
+        let page = svc.read_page(&q).await?;
+        cold.push(t.elapsed());
+        if page.logs.len() != PAGE || page.logs[0].sequence_number != 20_000 {
+            bail!("cold page is wrong: {} logs", page.logs.len());
+        }
+    }
+    // Warm: the chunk stays cached.
+    svc.read_page(&q).await?;
+    let mut warm = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let page = svc.read_page(&q).await?;
+        warm.push(t.elapsed());
+        if page.logs.len() != PAGE {
+            bail!("warm page is wrong");
+        }
+    }
+    // For reference: a filtered cold page, and a hot page from MongoDB.
+    let filtered_q = LogQuery {
+        filter: LogFilter {
+            levels: vec![logfleet::domain::LogLevel::Error],
+            contains: Some("loss=".into()),
+            ..Default::default()
+        },
+        cursor: Some(0),
+        ..q.clone()
+    };
+    let mut filtered = Vec::new();
+    for _ in 0..runs {
+        svc.cache().clear();
+        let t = Instant::now();
+        let page = svc.read_page(&filtered_q).await?;
+        filtered.push(t.elapsed());
+        if page.logs.len() != PAGE {
+            bail!("filtered page is wrong");
+        }
+    }
+    let hot_q = LogQuery {
+        cursor: Some(CHUNK as i64),
+        ..q.clone()
+    };
+    let mut hot = Vec::new();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let page = svc.read_page(&hot_q).await?;
+        hot.push(t.elapsed());
+        if page.logs.len() != PAGE {
+            bail!("hot page is wrong");
+        }
+    }
+
+    let (f, c, w) = (
+        median(floor.clone()),
+        median(cold.clone()),
+        median(warm.clone()),
+    );
+    println!(
+        "chunk 0: {} logs, {} bytes compressed, {} bytes of JSON Lines",
+        chunk.log_count, chunk.size_bytes, text_len
+    );
+    println!(
+        "floor  GetObject + gunzip of the chunk          median {:7.2} ms  (n={runs})",
+        ms(f)
+    );
+    println!(
+        "cold   page of {PAGE} from the chunk, cache empty  median {:7.2} ms  ratio {:.2}x of the floor (goal <= 1.5x)",
+        ms(c),
+        c.as_secs_f64() / f.as_secs_f64()
+    );
+    println!(
+        "warm   same page, chunk cached                 median {:7.2} ms  p95 {:.2} ms (goal < 5 ms, n=200)",
+        ms(w),
+        ms(pct(warm, 0.95))
+    );
+    println!(
+        "cold   page of {PAGE} level=error contains=loss=  median {:7.2} ms  (scans {} lines)",
+        ms(median(filtered)),
+        PAGE * 5
+    );
+    println!(
+        "hot    page of {PAGE} from MongoDB (stand-in)     median {:7.2} ms",
+        ms(median(hot))
+    );
+    let _ = store.client.database(&s.mongo.database).drop().await;
+    Ok(())
+}

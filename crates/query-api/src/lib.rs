@@ -1,0 +1,370 @@
+//! query-api: the HTTP face of [`logfleet::query`], with axum.
+//!
+//! Layout:
+//! - [`run`]: serves on a bound listener until `shutdown` resolves (tests bind port 0).
+//! - [`router`]: the routes, over a shared [`QueryService`].
+//! - `params`: query-string parsing into the library's validated types (400 on anything wrong).
+//! - [`openapi`]: the OpenAPI 3.0 document served at `/openapi.json`.
+//!
+//! Routes (JSON unless said otherwise; every `/v1` route needs `Authorization: Bearer TOKEN`
+//! when `query.bearer_token` is set):
+//! - `GET /healthz`, `GET /readyz` (MongoDB answers), `GET /openapi.json`
+//! - `GET /v1/episodes?cursor&limit`
+//! - `GET /v1/episodes/{episodeId}/stats`, `GET /v1/episodes/{episodeId}/chunks?cursor&limit`
+//! - `GET /v1/episodes/{episodeId}/logs?order&cursor&limit&seq&time&level&contains`; with
+//!   `follow=true` (and `backlog=N`), an NDJSON stream of new logs as they are written
+//! - `GET /v1/episodes/{episodeId}/export?format=ndjson|jsonl.gz&order&seq&time&level&contains`
+//!
+//! Errors are `{"error": {"code": "...", "message": "..."}}` with the matching status; internal
+//! details are logged, never returned.
+
+pub mod openapi;
+mod params;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use logfleet::config::Settings;
+use logfleet::domain::EpisodeId;
+use logfleet::query::{ExportFormat, QueryError, QueryService};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use params::Params;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error("query-api: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Shared by every request.
+pub struct AppState {
+    /// The read path.
+    pub svc: Arc<QueryService>,
+    /// Required bearer token, when auth is on.
+    pub token: Option<String>,
+    /// Cancelled at shutdown: ends follow streams and exports so the server can drain.
+    pub shutdown: CancellationToken,
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains open requests.
+pub async fn run(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
+    let svc = Arc::new(QueryService::connect(&settings).await?);
+    let cancel = CancellationToken::new();
+    let state = Arc::new(AppState {
+        svc,
+        token: Some(settings.query.bearer_token.clone()).filter(|t| !t.is_empty()),
+        shutdown: cancel.clone(),
+    });
+    let app = router(state);
+    tracing::info!(listen = %listener.local_addr()?, "query-api serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            cancel.cancel();
+        })
+        .await?;
+    Ok(())
+}
+
+/// Every route over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/episodes", get(episodes))
+        .route("/v1/episodes/{episode}/stats", get(stats))
+        .route("/v1/episodes/{episode}/chunks", get(chunks))
+        .route("/v1/episodes/{episode}/logs", get(logs))
+        .route("/v1/episodes/{episode}/export", get(export))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(openapi::document()) }),
+        )
+        .merge(v1)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "only GET is supported",
+            )
+        })
+        .with_state(state)
+}
+
+/// A JSON error response.
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message.into()}})),
+    )
+        .into_response()
+}
+
+/// How a library error is shown: the caller's mistakes in full, anything else as a bare status.
+fn query_error(e: QueryError) -> Response {
+    match e {
+        QueryError::BadRequest(m) => error(StatusCode::BAD_REQUEST, "bad_request", m),
+        QueryError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
+        QueryError::Mongo(_) | QueryError::Store(_) => {
+            tracing::error!(error = %e, "storage unavailable");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "storage is unavailable; retry later",
+            )
+        }
+        QueryError::Chunk(_) | QueryError::Inconsistent(_) => {
+            tracing::error!(error = %e, "read failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        }
+    }
+}
+
+type Res = Result<Response, Response>;
+
+async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &st.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
+        if !ok {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required (Authorization: Bearer TOKEN)",
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn readyz(State(st): State<Arc<AppState>>) -> Response {
+    match st.svc.ready().await {
+        Ok(()) => axum::Json(json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "MongoDB does not answer",
+            )
+        }
+    }
+}
+
+fn episode_id(raw: &str) -> Result<EpisodeId, Response> {
+    EpisodeId::parse(raw).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))
+}
+
+async fn episodes(State(st): State<Arc<AppState>>, Query(q): Query<Vec<(String, String)>>) -> Res {
+    let p = Params::new(q, &["cursor", "limit"]).map_err(query_error)?;
+    let cursor = p
+        .one("cursor")
+        .map_err(query_error)?
+        .map(|c| EpisodeId::parse(c).map_err(|e| QueryError::BadRequest(format!("cursor: {e}"))))
+        .transpose()
+        .map_err(query_error)?;
+    let limit = st
+        .svc
+        .page_size(p.usize("limit").map_err(query_error)?)
+        .map_err(query_error)?;
+    let page = st
+        .svc
+        .episodes(cursor.as_ref(), limit)
+        .await
+        .map_err(query_error)?;
+    Ok(axum::Json(page).into_response())
+}
+
+async fn stats(State(st): State<Arc<AppState>>, Path(ep): Path<String>) -> Res {
+    let ep = episode_id(&ep)?;
+    let s = st.svc.stats(&ep).await.map_err(query_error)?;
+    Ok(axum::Json(s).into_response())
+}
+
+async fn chunks(
+    State(st): State<Arc<AppState>>,
+    Path(ep): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Res {
+    let ep = episode_id(&ep)?;
+    let p = Params::new(q, &["cursor", "limit"]).map_err(query_error)?;
+    let cursor = p
+        .i64("cursor")
+        .map_err(query_error)?
+        .map(|c| i32::try_from(c).unwrap_or(i32::MAX));
+    let limit = st
+        .svc
+        .page_size(p.usize("limit").map_err(query_error)?)
+        .map_err(query_error)?;
+    let page = st
+        .svc
+        .chunks(&ep, cursor, limit)
+        .await
+        .map_err(query_error)?;
+    Ok(axum::Json(page).into_response())
+}
+
+const NDJSON: &str = "application/x-ndjson";
+
+async fn logs(
+    State(st): State<Arc<AppState>>,
+    Path(ep): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Res {
+    let ep = episode_id(&ep)?;
+    let p = Params::new(
+        q,
+        &[
+            "order", "cursor", "limit", "seq", "time", "level", "contains", "follow", "backlog",
+        ],
+    )
+    .map_err(query_error)?;
+    let limit = st
+        .svc
+        .page_size(p.usize("limit").map_err(query_error)?)
+        .map_err(query_error)?;
+    let query = p.log_query(ep, limit).map_err(query_error)?;
+    let follow = p.bool("follow").map_err(query_error)?.unwrap_or(false);
+    if !follow {
+        if p.one("backlog").map_err(query_error)?.is_some() {
+            return Err(query_error(QueryError::BadRequest(
+                "backlog applies to follow=true only".into(),
+            )));
+        }
+        let page = st.svc.read_page(&query).await.map_err(query_error)?;
+        return Ok(axum::Json(page).into_response());
+    }
+    let backlog = p.usize("backlog").map_err(query_error)?.unwrap_or(0);
+    if backlog > st.svc.settings().max_page_size {
+        return Err(query_error(QueryError::BadRequest(format!(
+            "backlog {backlog} is over {}",
+            st.svc.settings().max_page_size
+        ))));
+    }
+    // Refuse an unknown episode with a status, before the stream starts.
+    st.svc.stats(&query.episode).await.map_err(query_error)?;
+    let (tx, rx) = mpsc::channel::<Vec<logfleet::query::LogRecord>>(4);
+    let svc = st.svc.clone();
+    let cancel = st.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            r = svc.follow(&query, backlog, &tx) => {
+                if let Err(e) = r {
+                    tracing::warn!(episode = %query.episode, error = %e, "follow ended with an error");
+                }
+            }
+            _ = cancel.cancelled() => {}
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let logs = rx.recv().await?;
+        let mut buf = Vec::with_capacity(logs.len() * 256);
+        for r in &logs {
+            if let Err(e) = serde_json::to_writer(&mut buf, r) {
+                return Some((Err(std::io::Error::other(e)), rx));
+            }
+            buf.push(b'\n');
+        }
+        Some((Ok::<_, std::io::Error>(buf), rx))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON))],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn export(
+    State(st): State<Arc<AppState>>,
+    Path(ep): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Res {
+    let ep = episode_id(&ep)?;
+    let p = Params::new(
+        q,
+        &[
+            "format", "order", "seq", "time", "level", "contains", "cursor",
+        ],
+    )
+    .map_err(query_error)?;
+    let format = match p.one("format").map_err(query_error)? {
+        Some(f) => ExportFormat::parse(f).map_err(query_error)?,
+        None => ExportFormat::Ndjson,
+    };
+    let query = p
+        .log_query(ep.clone(), logfleet::query::EXPORT_PAGE)
+        .map_err(query_error)?;
+    st.svc.stats(&ep).await.map_err(query_error)?;
+    let (tx, rx) = mpsc::channel(4);
+    let svc = st.svc.clone();
+    let cancel = st.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            r = svc.export(&query, format, &tx) => {
+                match r {
+                    Ok(n) => tracing::info!(episode = %query.episode, logs = n, "export done"),
+                    Err(e) => tracing::warn!(episode = %query.episode, error = %e, "export failed"),
+                }
+            }
+            _ = cancel.cancelled() => {
+                let _ = tx.send(Err(std::io::Error::other("server shutting down"))).await;
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|item| (item.map(|piece| piece.bytes), rx))
+    });
+    let mut headers = HeaderMap::new();
+    let (ctype, ext) = match format {
+        ExportFormat::Ndjson => (NDJSON, "ndjson"),
+        ExportFormat::JsonlGz => ("application/gzip", "jsonl.gz"),
+    };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{ep}.{ext}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok((headers, Body::from_stream(stream)).into_response())
+}
