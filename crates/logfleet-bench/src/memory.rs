@@ -1,0 +1,145 @@
+//! Figure 4: peak RSS of the worker binaries, against the chunk's uncompressed size.
+
+use std::io::Read;
+use std::time::Duration;
+
+use flate2::read::GzDecoder;
+use logfleet::s3::ObjectStore;
+
+use crate::Sizes;
+use crate::common::{
+    self, WorkerProc, progress, drain_in_process, messages, mib, publish_all, release_bin, thousands,
+    wait_until,
+};
+use crate::report::Figure;
+
+pub async fn run(sizes: &Sizes, log_dir: &std::path::Path) -> anyhow::Result<Figure> {
+    let mut fig = Figure::new("4. Memory (peak RSS = VmHWM of the worker binary)");
+    let c = sizes.archive_chunk;
+
+    // --- archive-worker building one chunk -------------------------------------------------
+    let env = common::env("mem-archive", |s| {
+        s.ingest.archive_threshold = c as i32;
+        s.ingest.chunk_size = c as i32;
+        s.ingest.drain_deadline_secs = 2;
+    })
+    .await;
+    let w = WorkerProc::spawn(
+        &env,
+        &release_bin("archive-worker"),
+        &[],
+        &log_dir.join("archive-worker.log"),
+    )?;
+    wait_until("the archive-worker's /metrics", Duration::from_millis(20), || async {
+        Ok(w.metric("logfleet_archive_chunks_written_total").await.is_some())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = w.peak_rss()?;
+    progress("memory: archive-worker idle; loading the chunk");
+    let ep = "bench-mem-archive";
+    publish_all(&env, &messages(&[ep.to_owned()], c, 1_000)).await?;
+    drain_in_process(&env, c as u64).await?;
+    progress("memory: chunk loaded; waiting for the archive-worker");
+    wait_until("the chunk", Duration::from_millis(100), || async {
+        Ok(env
+            .metadata(ep)
+            .await
+            .is_some_and(|m| m.total_chunks == 1 && !m.is_archiving))
+    })
+    .await?;
+    let peak = w.peak_rss()?;
+    w.terminate().await?;
+    let chunk = env
+        .store
+        .chunks_of(&logfleet::domain::EpisodeId::parse(ep)?)
+        .await?;
+    let gz = env.objects.get(&chunk[0].src).await?;
+    let mut jsonl = Vec::new();
+    GzDecoder::new(&gz[..]).read_to_end(&mut jsonl)?;
+    let chunk_bytes = jsonl.len() as u64;
+    env.cleanup().await;
+    fig.line(format!(
+        "chunk: {} logs = {} of JSONL uncompressed ({} gzip)",
+        thousands(c as u64),
+        mib(chunk_bytes),
+        mib(gz.len() as u64)
+    ));
+    fig.line(format!(
+        "archive-worker building it: peak {} ({:.2}x the chunk); idle before {} (peak - idle = {:.2}x the chunk)",
+        mib(peak),
+        peak as f64 / chunk_bytes as f64,
+        mib(idle),
+        (peak.saturating_sub(idle)) as f64 / chunk_bytes as f64
+    ));
+
+    // --- ingest-worker at full prefetch ----------------------------------------------------
+    let prefetch = sizes.mem_prefetch;
+    let env = common::env("mem-ingest", |s| {
+        s.amqp.partitions = 1;
+        s.ingest.prefetch = prefetch as u16;
+        s.ingest.drain_deadline_secs = 2;
+    })
+    .await;
+    let bin = release_bin("ingest-worker");
+    let log = log_dir.join("ingest-worker.log");
+    let owned = "logfleet_ingest_partitions_owned";
+    let w = WorkerProc::spawn(&env, &bin, &[], &log)?;
+    wait_until("the ingest-worker's partition", Duration::from_millis(20), || async {
+        Ok(w.metric(owned).await == Some(1.0))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = w.peak_rss()?;
+    w.terminate().await?;
+    progress("memory: ingest-worker idle measured; filling its partition");
+    // Fill the one partition with more than a prefetch of 1,000-log messages, then start.
+    let msgs = messages(&["bench-mem-ingest".to_owned()], prefetch * 1_000, 1_000);
+    let body_bytes: usize = msgs.iter().map(|m| m.body.len()).sum();
+    publish_all(&env, &msgs).await?;
+    progress("memory: partition filled; starting the ingest-worker");
+    let w = WorkerProc::spawn(&env, &bin, &[], &log)?;
+    // The prefetch arrives as one batch (or nearly: what came within the linger); every entry of
+    // it is built before its first insertMany of max_batch_logs logs, so once that slice is
+    // written the batch has been decoded, built and serialized: the peak is behind us.
+    let target = env.settings.ingest.max_batch_logs.min(prefetch * 1_000) as f64;
+    let mut held_max = 0.0f64;
+    let deadline = tokio::time::Instant::now() + common::STUCK_AFTER;
+    loop {
+        if let Some(h) = w.metric("logfleet_ingest_prefetch_in_use").await {
+            held_max = held_max.max(h);
+        }
+        if w.metric("logfleet_ingest_logs_inserted_total").await >= Some(target) {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "stuck waiting for the ingest-worker"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let peak = w.peak_rss()?;
+    progress("memory: ingest-worker peak read; stopping it");
+    w.terminate().await?;
+    env.cleanup().await;
+    let avg_body = body_bytes as f64 / msgs.len() as f64;
+    // The queue held more than a prefetch, so the broker delivered `prefetch` messages unacked;
+    // those the first batch did not take wait in the consumer's buffer, in memory too.
+    let held_bytes = (prefetch as f64 * avg_body) as u64;
+    fig.line(format!(
+        "ingest-worker at full prefetch: ingest.prefetch {prefetch} on 1 partition, {} 1,000-log messages of {:.0} KiB queued; held unacked: {prefetch} messages = {} logs = {} of bodies ({held_max:.0} of them in the first batch)",
+        msgs.len(),
+        avg_body / 1024.0,
+        thousands(prefetch as u64 * 1_000),
+        mib(held_bytes)
+    ));
+    fig.line(format!(
+        "ingest-worker: peak {} ({:.2}x the chunk; {:.2}x the bodies held); idle {} (peak - idle = {:.2}x the bodies held)",
+        mib(peak),
+        peak as f64 / chunk_bytes as f64,
+        peak as f64 / held_bytes.max(1) as f64,
+        mib(idle),
+        (peak.saturating_sub(idle)) as f64 / held_bytes.max(1) as f64
+    ));
+    Ok(fig)
+}
