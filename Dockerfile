@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
-# logfleet: one image, three binaries (ingest-worker, archive-worker, logctl).
+# logfleet: one image, four binaries (ingest-worker, archive-worker, query-api, logctl).
 #   docker build -t logfleet .
 #   docker run --rm logfleet                  # ingest-worker (the default CMD)
 #   docker run --rm logfleet archive-worker
+#   docker run --rm logfleet query-api
 #   docker run --rm logfleet logctl --help
 
 # ---- build --------------------------------------------------------------------------------
@@ -20,15 +21,16 @@ COPY tests ./tests
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked -p ingest-worker -p archive-worker -p logctl \
+    cargo build --release --locked -p ingest-worker -p archive-worker -p query-api -p logctl \
  && install -D -m 0755 -t /out \
-      target/release/ingest-worker target/release/archive-worker target/release/logctl
+      target/release/ingest-worker target/release/archive-worker target/release/query-api target/release/logctl
 
 # ---- runtime ------------------------------------------------------------------------------
 FROM debian:bookworm-slim AS runtime
 # ca-certificates: TLS to AWS S3 / MongoDB Atlas / AMQPS (rustls reads the system roots).
+# curl: the compose health checks call /readyz.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 logfleet \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
