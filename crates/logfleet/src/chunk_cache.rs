@@ -29,25 +29,28 @@ pub struct DecodedChunk {
 impl DecodedChunk {
     /// Decompresses a chunk object and indexes its lines.
     pub fn decode(gz: &[u8]) -> Result<Self, ChunkError> {
-        let mut text = String::with_capacity(gz.len() * 8);
-        GzDecoder::new(gz).read_to_string(&mut text)?;
-        text.shrink_to_fit();
+        // The gzip trailer holds the uncompressed size (mod 2^32): allocate once.
+        let hint = gz
+            .len()
+            .checked_sub(4)
+            .map(|i| u32::from_le_bytes([gz[i], gz[i + 1], gz[i + 2], gz[i + 3]]) as usize)
+            .unwrap_or(0);
+        let mut bytes = Vec::with_capacity(hint.max(gz.len() * 4) + 1);
+        GzDecoder::new(gz).read_to_end(&mut bytes)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| ChunkError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         if u32::try_from(text.len()).is_err() {
             return Err(ChunkError::Io(std::io::Error::other(
                 "chunk larger than 4 GiB uncompressed",
             )));
         }
-        let mut offsets = Vec::with_capacity(text.len() / 200 + 2);
+        let mut offsets = Vec::with_capacity(text.len() / 128 + 2);
         offsets.push(0u32);
-        let bytes = text.as_bytes();
-        for i in memchr_newlines(bytes) {
-            offsets.push(i as u32 + 1);
-        }
+        offsets.extend(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i as u32 + 1));
         if offsets.last().copied() != Some(text.len() as u32) {
             // Text without a final newline: its last line still ends at the end of the text.
             offsets.push(text.len() as u32);
         }
-        offsets.shrink_to_fit();
         Ok(Self { text, offsets })
     }
 
@@ -78,13 +81,6 @@ impl DecodedChunk {
     pub fn weight(&self) -> u64 {
         self.text.capacity() as u64 + self.offsets.capacity() as u64 * 4
     }
-}
-
-fn memchr_newlines(bytes: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    bytes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, b)| (*b == b'\n').then_some(i))
 }
 
 /// What the cache has done so far.
