@@ -119,3 +119,44 @@ async fn metrics_count_what_the_workers_did() {
     archive.stop().await.expect("clean stop");
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_query_api_counts_requests_by_route_template() {
+    let env = TestEnv::new("query-metrics", |_| {}).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(query_api::run(env.settings.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    for ep in ["no-such-a", "no-such-b"] {
+        let (status, _) = http_get(addr, &format!("/v1/episodes/{ep}/stats")).await;
+        assert_eq!(status, 404);
+    }
+    let (status, _) = http_get(addr, "/v1/episodes/..%2Fx/stats").await;
+    assert_eq!(status, 400);
+    let (status, text) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric_value(
+            &text,
+            "logfleet_query_requests_total{route=\"/v1/episodes/{episode}/stats\",status=\"404\"}"
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            "logfleet_query_requests_total{route=\"/v1/episodes/{episode}/stats\",status=\"400\"}"
+        ),
+        Some(1.0)
+    );
+    assert!(
+        !text.contains("no-such-a"),
+        "episode ids never become label values"
+    );
+    let _ = stop.send(());
+    api.await.unwrap().expect("clean stop");
+    env.cleanup().await;
+}

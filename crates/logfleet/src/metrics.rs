@@ -176,6 +176,42 @@ impl Default for ArchiveMetrics {
     }
 }
 
+/// Metrics of one query-api.
+#[derive(Clone, Debug)]
+pub struct QueryMetrics {
+    pub registry: Registry,
+    /// Requests by route template (never the episodeId itself) and status code.
+    pub requests: IntCounterVec,
+    /// Time to the response head, by route template.
+    pub request_seconds: prometheus::HistogramVec,
+}
+
+impl Default for QueryMetrics {
+    fn default() -> Self {
+        let r = Registry::new_custom(Some("logfleet_query".into()), None).expect("valid prefix");
+        let requests = IntCounterVec::new(
+            Opts::new("requests_total", "Requests by route and status"),
+            &["route", "status"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(requests.clone()))
+            .expect("unique metric");
+        let request_seconds = prometheus::HistogramVec::new(
+            HistogramOpts::new("request_seconds", "Time to the response head, by route")
+                .buckets(latency_buckets()),
+            &["route"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(request_seconds.clone()))
+            .expect("unique metric");
+        Self {
+            registry: r,
+            requests,
+            request_seconds,
+        }
+    }
+}
+
 /// Renders a registry in the Prometheus text format.
 pub fn render(registry: &Registry) -> String {
     use prometheus::Encoder;

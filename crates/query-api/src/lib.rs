@@ -8,7 +8,8 @@
 //!
 //! Routes (JSON unless said otherwise; every `/v1` route needs `Authorization: Bearer TOKEN`
 //! when `query.bearer_token` is set):
-//! - `GET /healthz`, `GET /readyz` (MongoDB answers), `GET /openapi.json`
+//! - `GET /healthz`, `GET /readyz` (MongoDB answers), `GET /openapi.json`, `GET /metrics`
+//!   (Prometheus: requests by route template and status, latency by route)
 //! - `GET /v1/episodes?cursor&limit`
 //! - `GET /v1/episodes/{episodeId}/stats`, `GET /v1/episodes/{episodeId}/chunks?cursor&limit`
 //! - `GET /v1/episodes/{episodeId}/logs?order&cursor&limit&seq&time&level&contains`; with
@@ -56,6 +57,8 @@ pub struct AppState {
     pub token: Option<String>,
     /// Cancelled at shutdown: ends follow streams and exports so the server can drain.
     pub shutdown: CancellationToken,
+    /// Served on `/metrics`.
+    pub metrics: logfleet::metrics::QueryMetrics,
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains open requests.
@@ -70,6 +73,7 @@ pub async fn run(
         svc,
         token: Some(settings.query.bearer_token.clone()).filter(|t| !t.is_empty()),
         shutdown: cancel.clone(),
+        metrics: Default::default(),
     });
     let app = router(state);
     tracing::info!(listen = %listener.local_addr()?, "query-api serving");
@@ -97,6 +101,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(|| async { axum::Json(json!({"status": "ok"})) }),
         )
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route(
             "/openapi.json",
             get(|| async { axum::Json(openapi::document()) }),
@@ -110,7 +115,37 @@ pub fn router(state: Arc<AppState>) -> Router {
                 "only GET is supported",
             )
         })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Counts every request by its route template (bounded: never the raw path) and status.
+async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let timer = st
+        .metrics
+        .request_seconds
+        .with_label_values(&[&route])
+        .start_timer();
+    let resp = next.run(req).await;
+    timer.observe_duration();
+    st.metrics
+        .requests
+        .with_label_values(&[&route, resp.status().as_str()])
+        .inc();
+    resp
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        logfleet::metrics::render(&st.metrics.registry),
+    )
+        .into_response()
 }
 
 /// A JSON error response.
