@@ -44,6 +44,8 @@ pub struct Msg {
     pub body: Vec<u8>,
     /// The AMQP `message_id` (the idempotency key).
     pub id: String,
+    /// Logs in the body.
+    pub logs: usize,
 }
 
 /// `logs_per_episode` logs for each episode, in messages of `logs_per_msg` logs (1 means the
@@ -66,6 +68,7 @@ pub fn messages(episodes: &[String], logs_per_episode: usize, logs_per_msg: usiz
                         routing_key: ep.clone(),
                         body: serde_json::to_vec(&body).expect("JSON"),
                         id: format!("{ep}-m{i}"),
+                        logs: part.len(),
                     }
                 })
                 .collect()

@@ -49,6 +49,8 @@ struct Args {
 pub struct Sizes {
     /// Logs per case of figure 1 (each case: 1-log messages, 1,000-log batches).
     pub ingest_logs: usize,
+    /// Rounds figure 1 splits each case into, alternating raw and pipeline.
+    pub ingest_rounds: usize,
     /// Episodes the figure 1 load is spread over.
     pub ingest_episodes: usize,
     /// Logs in the chunk of figure 2.
@@ -67,6 +69,7 @@ impl Sizes {
     fn full() -> Self {
         Self {
             ingest_logs: 50_000,
+            ingest_rounds: 5,
             ingest_episodes: 4,
             chunk_logs: 50_000,
             chunk_reps: 5,
@@ -78,7 +81,8 @@ impl Sizes {
 
     fn quick() -> Self {
         Self {
-            ingest_logs: 5_000,
+            ingest_logs: 8_000,
+            ingest_rounds: 2,
             ingest_episodes: 4,
             chunk_logs: 50_000,
             chunk_reps: 3,
