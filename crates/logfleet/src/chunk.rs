@@ -51,6 +51,26 @@ pub fn metadata_to_json(doc: &Document) -> serde_json::Value {
     bson::Bson::Document(doc.clone()).into_relaxed_extjson()
 }
 
+/// Length of the compact JSON of metadata, without building it: metadata only ever holds what
+/// JSON can (objects, arrays, strings, numbers, booleans, null), which serializes straight from
+/// BSON to the same bytes as [`metadata_to_json`] (a unit test checks it).
+pub fn metadata_json_len(doc: &Document) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    serde_json::to_writer(&mut c, doc)
+        .map(|()| c.0)
+        .unwrap_or(0)
+}
+
 /// One line of a chunk.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -80,8 +100,9 @@ struct LineOut<'a> {
     timestamp: String,
     level: LogLevel,
     message: &'a str,
+    /// Serialized straight from BSON (see [`metadata_json_len`]): no copy per line.
     #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<serde_json::Value>,
+    metadata: Option<&'a Document>,
     sequence_number: i64,
     created_at: String,
 }
@@ -149,7 +170,7 @@ impl ChunkWriter {
             timestamp: rfc3339_ms(e.timestamp),
             level: e.level,
             message: &e.message,
-            metadata: e.metadata.as_ref().map(metadata_to_json),
+            metadata: e.metadata.as_ref(),
             sequence_number: e.sequence_number,
             created_at: rfc3339_ms(e.created_at),
         };
@@ -261,6 +282,19 @@ mod tests {
         assert_eq!(lines[2].timestamp.timestamp_millis(), 6_000);
         assert_eq!(lines[0].message, entries[0].message);
         assert_eq!(lines[0].created_at.timestamp_millis(), 1_700_000_000_123);
+    }
+
+    #[test]
+    fn metadata_serializes_from_bson_as_the_producer_sent_it() {
+        let d = doc! {"i": 5_i64, "small": 3_i32, "f": 5.0, "g": 0.1, "s": "x\"y\u{e9}", "b": true, "n": null,
+        "a": [1_i64, "two", {"deep": [2.5, false]}], "o": {"k": -7_i64}};
+        let direct = serde_json::to_vec(&d).unwrap();
+        let via_json = serde_json::to_vec(&metadata_to_json(&d)).unwrap();
+        assert_eq!(
+            String::from_utf8(direct.clone()).unwrap(),
+            String::from_utf8(via_json).unwrap()
+        );
+        assert_eq!(metadata_json_len(&d), direct.len());
     }
 
     #[test]

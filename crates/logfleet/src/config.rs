@@ -99,8 +99,11 @@ pub struct S3Settings {
 pub struct IngestSettings {
     /// Unacknowledged messages the broker may hand each partition consumer at once.
     pub prefetch: u16,
-    /// Most logs written in one insertMany; a batch stops growing at this many logs.
+    /// Most logs written in one insertMany (a bigger batch is written in several).
     pub max_batch_logs: usize,
+    /// A batch of deliveries stops growing once their bodies reach this many bytes, which
+    /// bounds the memory of decoding one batch (the prefetch buffer is bounded by `prefetch`).
+    pub max_batch_bytes: usize,
     /// Milliseconds to wait for more deliveries before writing a batch that is not full.
     pub batch_linger_ms: u64,
     /// Message ids remembered per episode for idempotency (the ledger window).
@@ -202,7 +205,11 @@ impl std::fmt::Debug for QuerySettings {
             .field("max_page_size", &self.max_page_size)
             .field(
                 "bearer_token",
-                &if self.bearer_token.is_empty() { "" } else { "<redacted>" },
+                &if self.bearer_token.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
             )
             .field("touch_interval_secs", &self.touch_interval_secs)
             .field("follow_poll_ms", &self.follow_poll_ms)
@@ -253,8 +260,13 @@ impl Settings {
         if self.amqp.prefix.is_empty() || self.amqp.prefix.contains(char::is_whitespace) {
             return bad("amqp.prefix must be non-empty without spaces");
         }
-        if self.ingest.prefetch == 0 || self.ingest.max_batch_logs == 0 {
-            return bad("ingest.prefetch and ingest.max_batch_logs must be at least 1");
+        if self.ingest.prefetch == 0
+            || self.ingest.max_batch_logs == 0
+            || self.ingest.max_batch_bytes == 0
+        {
+            return bad(
+                "ingest.prefetch, ingest.max_batch_logs and ingest.max_batch_bytes must be at least 1",
+            );
         }
         if self.ingest.archive_threshold < 1 || self.ingest.chunk_size < 1 {
             return bad("ingest.archive_threshold and ingest.chunk_size must be at least 1");

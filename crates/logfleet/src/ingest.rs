@@ -284,10 +284,16 @@ async fn consume_partition(
             d = consumer.next() => d,
         };
         let mut batch = vec![next_delivery(first, &queue)?];
+        let mut bytes = batch[0].data.len();
         let deadline = tokio::time::Instant::now() + linger;
-        while batch.len() < usize::from(prefetch) {
+        while batch.len() < usize::from(prefetch) && bytes < worker.settings.ingest.max_batch_bytes
+        {
             match tokio::time::timeout_at(deadline, consumer.next()).await {
-                Ok(d) => batch.push(next_delivery(d, &queue)?),
+                Ok(d) => {
+                    let d = next_delivery(d, &queue)?;
+                    bytes += d.data.len();
+                    batch.push(d);
+                }
                 Err(_) => break,
             }
         }

@@ -62,12 +62,7 @@ impl LogEntry {
         let meta_len = self
             .metadata
             .as_ref()
-            .map(|m| {
-                serde_json::to_vec(&crate::chunk::metadata_to_json(m))
-                    .map(|v| v.len())
-                    .unwrap_or(0)
-            })
-            .unwrap_or(0);
+            .map_or(0, crate::chunk::metadata_json_len);
         entry_size(
             self.episode_id.as_str(),
             self.level,
