@@ -186,7 +186,10 @@ impl TestEnv {
                 "INGEST__DRAIN_DEADLINE_SECS",
                 s.ingest.drain_deadline_secs.to_string(),
             ),
-            v("INGEST__STANDBY_POLL_MS", s.ingest.standby_poll_ms.to_string()),
+            v(
+                "INGEST__STANDBY_POLL_MS",
+                s.ingest.standby_poll_ms.to_string(),
+            ),
             v(
                 "ARCHIVE__SWEEP_INTERVAL_SECS",
                 s.archive.sweep_interval_secs.to_string(),
@@ -272,11 +275,22 @@ impl TestEnv {
         .await;
     }
 
-    /// Messages waiting in a queue.
+    /// Messages waiting in a queue. Uses a fresh connection when this test's own one was
+    /// closed (the crash suite restarts the broker).
     pub async fn queue_depth(&self, queue: &str) -> u32 {
-        logfleet::amqp::queue_depth(&self.conn, queue)
-            .await
-            .expect("queue exists")
+        match logfleet::amqp::queue_depth(&self.conn, queue).await {
+            Ok(n) => n,
+            Err(_) => {
+                let conn = logfleet::amqp::connect(&self.settings.amqp, "test-queue-depth")
+                    .await
+                    .expect("RabbitMQ reachable");
+                let n = logfleet::amqp::queue_depth(&conn, queue)
+                    .await
+                    .expect("queue exists");
+                let _ = conn.close(200, "done".into()).await;
+                n
+            }
+        }
     }
 
     /// Takes every message from the logs dead-letter queue: (headers as text, body).
@@ -350,7 +364,10 @@ impl TestEnv {
     /// Removes this test's queues and exchanges (MongoDB databases and buckets are left for
     /// inspection; their names carry the test's id).
     pub async fn cleanup(self) {
-        let ch = self.conn.create_channel().await.unwrap();
+        let conn = logfleet::amqp::connect(&self.settings.amqp, "test-cleanup")
+            .await
+            .expect("RabbitMQ reachable");
+        let ch = conn.create_channel().await.unwrap();
         let t = &self.topology;
         for q in t.partition_queues.iter().chain([
             &t.dead_letter_queue,
