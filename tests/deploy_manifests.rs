@@ -10,7 +10,10 @@ use std::path::PathBuf;
 use serde_yaml::Value;
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn read(path: &str) -> String {
@@ -27,9 +30,16 @@ fn yaml_docs(path: &str) -> Vec<Value> {
 
 /// `section.key` of every setting in config/default.toml.
 fn setting_keys() -> BTreeSet<String> {
-    let t: toml::Table = read("config/default.toml").parse().expect("default.toml parses");
+    let t: toml::Table = read("config/default.toml")
+        .parse()
+        .expect("default.toml parses");
     t.iter()
-        .flat_map(|(section, v)| v.as_table().unwrap().keys().map(move |k| format!("{section}.{k}")))
+        .flat_map(|(section, v)| {
+            v.as_table()
+                .unwrap()
+                .keys()
+                .map(move |k| format!("{section}.{k}"))
+        })
         .collect()
 }
 
@@ -59,41 +69,87 @@ fn compose_runs_the_fleet_with_health_checks_and_valid_settings() {
     let compose = &yaml_docs("docker-compose.yml")[0];
     let services = compose["services"].as_mapping().expect("services");
     let names: BTreeSet<&str> = services.keys().map(str_of).collect();
-    for want in ["rabbitmq", "mongo", "minio", "minio-init", "ingest-worker", "archive-worker", "query-api"] {
+    for want in [
+        "rabbitmq",
+        "mongo",
+        "minio",
+        "minio-init",
+        "ingest-worker",
+        "archive-worker",
+        "query-api",
+    ] {
         assert!(names.contains(want), "compose lacks {want}");
     }
-    assert_eq!(str_of(&compose["services"]["mongo"]["image"]), "mongo:7", "real MongoDB 7");
+    assert_eq!(
+        str_of(&compose["services"]["mongo"]["image"]),
+        "mongo:7",
+        "real MongoDB 7"
+    );
     let plugins = read("deploy/rabbitmq/enabled_plugins");
     assert!(plugins.contains("rabbitmq_consistent_hash_exchange"));
     let mounts = format!("{:?}", compose["services"]["rabbitmq"]["volumes"]);
-    assert!(mounts.contains("enabled_plugins"), "the plugin file is mounted");
-    assert!(format!("{:?}", compose["services"]["minio-init"]).contains("mc mb"), "the bucket is created");
+    assert!(
+        mounts.contains("enabled_plugins"),
+        "the plugin file is mounted"
+    );
+    assert!(
+        format!("{:?}", compose["services"]["minio-init"]).contains("mc mb"),
+        "the bucket is created"
+    );
     let keys = setting_keys();
     for (name, svc) in services {
         let name = str_of(name);
         if name != "minio-init" {
-            assert!(!svc["healthcheck"]["test"].is_null(), "{name} has no health check");
+            assert!(
+                !svc["healthcheck"]["test"].is_null(),
+                "{name} has no health check"
+            );
         }
         if let Some(env) = svc["environment"].as_mapping() {
             for (k, _) in env {
                 if let Some(setting) = env_to_setting(str_of(k)) {
-                    assert!(keys.contains(&setting), "{name}: {} is not a setting", str_of(k));
+                    assert!(
+                        keys.contains(&setting),
+                        "{name}: {} is not a setting",
+                        str_of(k)
+                    );
                 }
             }
         }
     }
-    for (svc, port) in [("ingest-worker", "9101"), ("archive-worker", "9102"), ("query-api", "8080")] {
+    for (svc, port) in [
+        ("ingest-worker", "9101"),
+        ("archive-worker", "9102"),
+        ("query-api", "8080"),
+    ] {
         let test = format!("{:?}", compose["services"][svc]["healthcheck"]["test"]);
-        assert!(test.contains(&format!("{port}/readyz")), "{svc} checks /readyz on {port}: {test}");
+        assert!(
+            test.contains(&format!("{port}/readyz")),
+            "{svc} checks /readyz on {port}: {test}"
+        );
     }
-    let grace = |svc: &str| str_of(&compose["services"][svc]["stop_grace_period"]).trim_end_matches('s').parse::<u64>().unwrap();
+    let grace = |svc: &str| {
+        str_of(&compose["services"][svc]["stop_grace_period"])
+            .trim_end_matches('s')
+            .parse::<u64>()
+            .unwrap()
+    };
     assert!(grace("ingest-worker") > default_secs("ingest.drain_deadline_secs"));
-    assert!(grace("archive-worker") > default_secs("ingest.drain_deadline_secs").max(default_secs("archive.lease_secs")));
+    assert!(
+        grace("archive-worker")
+            > default_secs("ingest.drain_deadline_secs").max(default_secs("archive.lease_secs"))
+    );
     let dockerfile = read("Dockerfile");
     for bin in ["ingest-worker", "archive-worker", "query-api", "logctl"] {
-        assert!(dockerfile.contains(&format!("target/release/{bin}")), "the image has {bin}");
+        assert!(
+            dockerfile.contains(&format!("target/release/{bin}")),
+            "the image has {bin}"
+        );
     }
-    assert!(dockerfile.contains("USER 10001"), "the image runs as non-root");
+    assert!(
+        dockerfile.contains("USER 10001"),
+        "the image runs as non-root"
+    );
 }
 
 #[test]
@@ -104,67 +160,162 @@ fn k8s_manifests_are_complete_and_consistent() {
         if path.extension().is_some_and(|e| e == "yaml") {
             let rel = format!("k8s/{}", path.file_name().unwrap().to_string_lossy());
             for doc in yaml_docs(&rel) {
-                assert!(doc["apiVersion"].is_string() && doc["kind"].is_string(), "{rel}: apiVersion and kind");
-                assert_eq!(str_of(&doc["metadata"]["namespace"].clone().as_str().map(Value::from).unwrap_or(Value::from("logfleet"))), "logfleet");
-                by_kind.entry(str_of(&doc["kind"]).to_owned()).or_default().push(doc);
+                assert!(
+                    doc["apiVersion"].is_string() && doc["kind"].is_string(),
+                    "{rel}: apiVersion and kind"
+                );
+                assert_eq!(
+                    str_of(
+                        &doc["metadata"]["namespace"]
+                            .clone()
+                            .as_str()
+                            .map(Value::from)
+                            .unwrap_or(Value::from("logfleet"))
+                    ),
+                    "logfleet"
+                );
+                by_kind
+                    .entry(str_of(&doc["kind"]).to_owned())
+                    .or_default()
+                    .push(doc);
             }
         }
     }
-    assert!(!by_kind.contains_key("Secret"), "no Secret with values is kept in the repository");
+    assert!(
+        !by_kind.contains_key("Secret"),
+        "no Secret with values is kept in the repository"
+    );
     let keys = setting_keys();
     let config = &by_kind["ConfigMap"][0];
     let mut config_env: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in config["data"].as_mapping().unwrap() {
-        let setting = env_to_setting(str_of(k)).unwrap_or_else(|| panic!("ConfigMap key {k:?} is not LOGFLEET__*"));
-        assert!(keys.contains(&setting), "ConfigMap: {setting} is not a setting");
+        let setting = env_to_setting(str_of(k))
+            .unwrap_or_else(|| panic!("ConfigMap key {k:?} is not LOGFLEET__*"));
+        assert!(
+            keys.contains(&setting),
+            "ConfigMap: {setting} is not a setting"
+        );
         config_env.insert(setting, str_of(v).to_owned());
     }
-    let secs = |key: &str| config_env.get(key).map(|v| v.parse::<u64>().unwrap()).unwrap_or_else(|| default_secs(key));
+    let secs = |key: &str| {
+        config_env
+            .get(key)
+            .map(|v| v.parse::<u64>().unwrap())
+            .unwrap_or_else(|| default_secs(key))
+    };
     let drain = secs("ingest.drain_deadline_secs");
     let lease = secs("archive.lease_secs");
-    let deployments: BTreeMap<String, &Value> =
-        by_kind["Deployment"].iter().map(|d| (str_of(&d["metadata"]["name"]).to_owned(), d)).collect();
-    for (name, port, grace_floor) in [("ingest-worker", 9101, drain), ("archive-worker", 9102, drain.max(lease)), ("query-api", 8080, 0)] {
-        let d = deployments.get(name).unwrap_or_else(|| panic!("no Deployment {name}"));
+    let deployments: BTreeMap<String, &Value> = by_kind["Deployment"]
+        .iter()
+        .map(|d| (str_of(&d["metadata"]["name"]).to_owned(), d))
+        .collect();
+    for (name, port, grace_floor) in [
+        ("ingest-worker", 9101, drain),
+        ("archive-worker", 9102, drain.max(lease)),
+        ("query-api", 8080, 0),
+    ] {
+        let d = deployments
+            .get(name)
+            .unwrap_or_else(|| panic!("no Deployment {name}"));
         let spec = get(d, &["spec", "template", "spec"]);
-        let grace = spec["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
-        assert!(grace > grace_floor, "{name}: grace {grace} s must outlast {grace_floor} s");
+        let grace = spec["terminationGracePeriodSeconds"]
+            .as_u64()
+            .expect("terminationGracePeriodSeconds");
+        assert!(
+            grace > grace_floor,
+            "{name}: grace {grace} s must outlast {grace_floor} s"
+        );
         let labels = get(d, &["spec", "template", "metadata", "labels"]);
-        assert_eq!(get(d, &["spec", "selector", "matchLabels"]).as_mapping().unwrap().iter().all(|(k, v)| &labels[k] == v), true, "{name}: selector matches");
+        assert_eq!(
+            get(d, &["spec", "selector", "matchLabels"])
+                .as_mapping()
+                .unwrap()
+                .iter()
+                .all(|(k, v)| &labels[k] == v),
+            true,
+            "{name}: selector matches"
+        );
         let annotations = get(d, &["spec", "template", "metadata", "annotations"]);
-        assert_eq!(str_of(&annotations["prometheus.io/scrape"]), "true", "{name}: scraped");
-        assert_eq!(str_of(&annotations["prometheus.io/port"]), port.to_string(), "{name}: scrape port");
+        assert_eq!(
+            str_of(&annotations["prometheus.io/scrape"]),
+            "true",
+            "{name}: scraped"
+        );
+        assert_eq!(
+            str_of(&annotations["prometheus.io/port"]),
+            port.to_string(),
+            "{name}: scrape port"
+        );
         let c = &spec["containers"][0];
         for r in ["requests", "limits"] {
             for k in ["cpu", "memory"] {
                 assert!(!c["resources"][r][k].is_null(), "{name}: resources.{r}.{k}");
             }
         }
-        let ports: Vec<u64> = c["ports"].as_sequence().unwrap().iter().map(|p| p["containerPort"].as_u64().unwrap()).collect();
+        let ports: Vec<u64> = c["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|p| p["containerPort"].as_u64().unwrap())
+            .collect();
         assert_eq!(ports, vec![port as u64], "{name}: container port");
-        assert_eq!(str_of(&c["livenessProbe"]["httpGet"]["path"]), "/healthz", "{name}: liveness");
-        assert_eq!(str_of(&c["readinessProbe"]["httpGet"]["path"]), "/readyz", "{name}: readiness");
-        assert_eq!(str_of(&c["envFrom"][0]["configMapRef"]["name"]), "logfleet-config");
+        assert_eq!(
+            str_of(&c["livenessProbe"]["httpGet"]["path"]),
+            "/healthz",
+            "{name}: liveness"
+        );
+        assert_eq!(
+            str_of(&c["readinessProbe"]["httpGet"]["path"]),
+            "/readyz",
+            "{name}: readiness"
+        );
+        assert_eq!(
+            str_of(&c["envFrom"][0]["configMapRef"]["name"]),
+            "logfleet-config"
+        );
         for e in c["env"].as_sequence().unwrap() {
             let var = str_of(&e["name"]);
             if let Some(setting) = env_to_setting(var) {
                 assert!(keys.contains(&setting), "{name}: {var} is not a setting");
             }
-            let secret_like = ["URL", "URI", "KEY", "TOKEN", "PASSWORD"].iter().any(|w| var.contains(w));
+            let secret_like = ["URL", "URI", "KEY", "TOKEN", "PASSWORD"]
+                .iter()
+                .any(|w| var.contains(w));
             if secret_like {
-                assert!(e["value"].is_null(), "{name}: {var} must come from a Secret, not a value");
-                assert_eq!(str_of(&e["valueFrom"]["secretKeyRef"]["name"]), "logfleet-secrets", "{name}: {var}");
+                assert!(
+                    e["value"].is_null(),
+                    "{name}: {var} must come from a Secret, not a value"
+                );
+                assert_eq!(
+                    str_of(&e["valueFrom"]["secretKeyRef"]["name"]),
+                    "logfleet-secrets",
+                    "{name}: {var}"
+                );
             }
         }
-        let pdb = by_kind["PodDisruptionBudget"].iter().find(|p| str_of(&p["metadata"]["name"]) == name);
+        let pdb = by_kind["PodDisruptionBudget"]
+            .iter()
+            .find(|p| str_of(&p["metadata"]["name"]) == name);
         let pdb = pdb.unwrap_or_else(|| panic!("no PodDisruptionBudget for {name}"));
-        assert_eq!(get(pdb, &["spec", "selector", "matchLabels"]), get(d, &["spec", "selector", "matchLabels"]));
+        assert_eq!(
+            get(pdb, &["spec", "selector", "matchLabels"]),
+            get(d, &["spec", "selector", "matchLabels"])
+        );
     }
     // KEDA on queue depth, with the HPA as the alternative, both for the ingest-worker.
     let so = &by_kind["ScaledObject"][0];
-    assert_eq!(str_of(&so["spec"]["scaleTargetRef"]["name"]), "ingest-worker");
-    let prefix = config_env.get("amqp.prefix").cloned().unwrap_or_else(|| "logfleet".into());
-    let partitions: usize = config_env.get("amqp.partitions").map(|p| p.parse().unwrap()).unwrap_or(8);
+    assert_eq!(
+        str_of(&so["spec"]["scaleTargetRef"]["name"]),
+        "ingest-worker"
+    );
+    let prefix = config_env
+        .get("amqp.prefix")
+        .cloned()
+        .unwrap_or_else(|| "logfleet".into());
+    let partitions: usize = config_env
+        .get("amqp.partitions")
+        .map(|p| p.parse().unwrap())
+        .unwrap_or(8);
     let queues: BTreeSet<String> = so["spec"]["triggers"]
         .as_sequence()
         .unwrap()
@@ -172,11 +323,19 @@ fn k8s_manifests_are_complete_and_consistent() {
         .filter(|t| str_of(&t["type"]) == "rabbitmq")
         .map(|t| str_of(&t["metadata"]["queueName"]).to_owned())
         .collect();
-    let want: BTreeSet<String> = (0..partitions).map(|i| format!("{prefix}.logs.p{i}")).collect();
+    let want: BTreeSet<String> = (0..partitions)
+        .map(|i| format!("{prefix}.logs.p{i}"))
+        .collect();
     assert_eq!(queues, want, "one trigger per partition queue");
-    assert_eq!(so["spec"]["maxReplicaCount"].as_u64(), Some(partitions as u64));
+    assert_eq!(
+        so["spec"]["maxReplicaCount"].as_u64(),
+        Some(partitions as u64)
+    );
     let hpa = &by_kind["HorizontalPodAutoscaler"][0];
-    assert_eq!(str_of(&hpa["spec"]["scaleTargetRef"]["name"]), "ingest-worker");
+    assert_eq!(
+        str_of(&hpa["spec"]["scaleTargetRef"]["name"]),
+        "ingest-worker"
+    );
 }
 
 #[test]
@@ -186,10 +345,19 @@ fn the_hosted_ci_workflow_runs_the_test_suite_on_real_services() {
     let jobs = wf["jobs"].as_mapping().expect("jobs");
     let job = jobs.values().next().expect("a job");
     let services = format!("{:?}", job["services"]);
-    assert!(services.contains("mongo:7") && services.contains("rabbitmq"), "mongo:7 and rabbitmq services");
+    assert!(
+        services.contains("mongo:7") && services.contains("rabbitmq"),
+        "mongo:7 and rabbitmq services"
+    );
     assert!(text.contains("minio"), "MinIO for S3");
-    assert!(text.contains("rabbitmq_consistent_hash_exchange"), "the plugin is enabled");
-    assert!(text.contains("cargo test --workspace"), "the same test command");
+    assert!(
+        text.contains("rabbitmq_consistent_hash_exchange"),
+        "the plugin is enabled"
+    );
+    assert!(
+        text.contains("cargo test --workspace"),
+        "the same test command"
+    );
     for var in ["MONGODB_URI", "AMQP_URL", "S3_ENDPOINT"] {
         assert!(text.contains(var), "{var} is set");
     }

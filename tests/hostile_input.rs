@@ -28,7 +28,12 @@ fn the_corpus_has_over_30_kinds_each_refused_by_the_decoder_with_its_reason() {
             Ok(m) => panic!("{}: accepted as {} logs", c.name, m.logs.len()),
             Err(reason) => {
                 let text = reason.to_string();
-                assert!(text.contains(c.reason_contains), "{}: reason {text:?} lacks {:?}", c.name, c.reason_contains);
+                assert!(
+                    text.contains(c.reason_contains),
+                    "{}: reason {text:?} lacks {:?}",
+                    c.name,
+                    c.reason_contains
+                );
                 assert!(text.len() <= 1_024, "{}: reason is bounded", c.name);
             }
         }
@@ -45,11 +50,21 @@ async fn a_worker_dead_letters_the_whole_corpus_and_keeps_ingesting() {
     for c in &cases {
         env.publish_raw("hostile", &c.body, c.properties()).await;
         if let Some((i, part)) = good_parts.next() {
-            env.publish("hostile", &batch_body("hostile", part), Some(&format!("good-{i}"))).await;
+            env.publish(
+                "hostile",
+                &batch_body("hostile", part),
+                Some(&format!("good-{i}")),
+            )
+            .await;
         }
     }
     for (i, part) in good_parts {
-        env.publish("hostile", &batch_body("hostile", part), Some(&format!("good-{i}"))).await;
+        env.publish(
+            "hostile",
+            &batch_body("hostile", part),
+            Some(&format!("good-{i}")),
+        )
+        .await;
     }
     env.wait_for_episode("hostile", 500, 0).await;
     env.wait_for("the whole corpus dead-lettered", || async {
@@ -64,7 +79,12 @@ async fn a_worker_dead_letters_the_whole_corpus_and_keeps_ingesting() {
             .find(|(_, body)| *body == c.body)
             .unwrap_or_else(|| panic!("{} is not in the dead-letter queue", c.name));
         let reason = &headers[REASON_HEADER];
-        assert!(reason.contains(c.reason_contains), "{}: reason {reason:?} lacks {:?}", c.name, c.reason_contains);
+        assert!(
+            reason.contains(c.reason_contains),
+            "{}: reason {reason:?} lacks {:?}",
+            c.name,
+            c.reason_contains
+        );
     }
     assert!(!ingest.is_finished(), "the worker is still running");
     env.snapshot("hostile").await.assert_exact(&good);

@@ -33,7 +33,11 @@ impl HostileCase {
     }
 }
 
-fn case(name: &'static str, body: impl Into<Vec<u8>>, reason_contains: &'static str) -> HostileCase {
+fn case(
+    name: &'static str,
+    body: impl Into<Vec<u8>>,
+    reason_contains: &'static str,
+) -> HostileCase {
     HostileCase {
         name,
         body: body.into(),
@@ -115,7 +119,11 @@ pub fn corpus() -> Vec<HostileCase> {
         case("unknown-field", log_with("severity", json!("high")), "unknown field"),
         case("bad-log-in-batch", serde_json::to_vec(&json!({"episodeId": "hostile", "logs": [good_log, {"timestamp": 1, "level": "nope", "message": "m"}]})).unwrap(), "log 1: unknown level"),
     ];
-    let mut wrong_ct = case("wrong-content-type", log_with("message", json!("m")), "content_type");
+    let mut wrong_ct = case(
+        "wrong-content-type",
+        log_with("message", json!("m")),
+        "content_type",
+    );
     wrong_ct.content_type = Some("text/plain");
     v.push(wrong_ct);
     let mut xml = case("xml-content-type", "<log/>", "content_type");
@@ -125,7 +133,11 @@ pub fn corpus() -> Vec<HostileCase> {
     bomb.content_encoding = Some("gzip");
     v.push(bomb);
     v.push(case("gzip-without-encoding", gzip_bomb(1 << 20), "UTF-8"));
-    let mut bad_id = case("message-id-control-char", log_with("message", json!("bad id")), "message_id");
+    let mut bad_id = case(
+        "message-id-control-char",
+        log_with("message", json!("bad id")),
+        "message_id",
+    );
     bad_id.message_id = Some("id\nwith-newline".into());
     v.push(bad_id);
     v

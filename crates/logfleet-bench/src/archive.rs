@@ -40,7 +40,11 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Figure> {
         .try_collect()
         .await?;
     let read = secs(t);
-    anyhow::ensure!(entries.len() == c, "parts episode holds {} logs", entries.len());
+    anyhow::ensure!(
+        entries.len() == c,
+        "parts episode holds {} logs",
+        entries.len()
+    );
     let t = Instant::now();
     let mut w = ChunkWriter::new(env.settings.archive.gzip_level);
     for e in &entries {
@@ -86,7 +90,9 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Figure> {
     );
     let ep = EpisodeId::parse(whole_ep)?;
     let t = Instant::now();
-    let outcome = archiver.archive_episode(&ep, ArchiveKind::Threshold).await?;
+    let outcome = archiver
+        .archive_episode(&ep, ArchiveKind::Threshold)
+        .await?;
     let whole = secs(t);
     anyhow::ensure!(
         outcome

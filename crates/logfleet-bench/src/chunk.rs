@@ -67,10 +67,7 @@ pub fn run(sizes: &Sizes) -> anyhow::Result<Figure> {
         gz_full.push(gzip(&jsonl_path, &gz_path)?.as_secs_f64());
         gz_empty.push(gzip(&empty_path, &empty_gz)?.as_secs_f64());
         let t0 = Instant::now();
-        let mut enc = GzEncoder::new(
-            Vec::with_capacity(jsonl.len() / 4),
-            Compression::new(level),
-        );
+        let mut enc = GzEncoder::new(Vec::with_capacity(jsonl.len() / 4), Compression::new(level));
         enc.write_all(&jsonl)?;
         let z = enc.finish()?;
         deflate.push(t0.elapsed().as_secs_f64());

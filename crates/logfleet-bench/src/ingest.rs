@@ -78,7 +78,10 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Figure> {
             pipe_time += t;
             pipe_rates.push(lps(n, t));
             progress(format!("ingest {label}: round {} raw insertMany", r + 1));
-            raw_rates.push(lps(n, raw_insert(&env, round_docs, &format!("r{}", r + 1)).await?));
+            raw_rates.push(lps(
+                n,
+                raw_insert(&env, round_docs, &format!("r{}", r + 1)).await?,
+            ));
             let around = (raw_rates[r] + raw_rates[r + 1]) / 2.0;
             ratios.push(pipe_rates[r] / around);
         }

@@ -65,7 +65,11 @@ pub fn header() -> Vec<String> {
         format!("gzip     {}", first_line_of("gzip", &["--version"])),
         format!(
             "commit   {commit}{}",
-            if dirty { " (with uncommitted changes)" } else { "" }
+            if dirty {
+                " (with uncommitted changes)"
+            } else {
+                ""
+            }
         ),
         format!(
             "date     {}",

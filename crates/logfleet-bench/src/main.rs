@@ -129,7 +129,9 @@ async fn main() -> anyhow::Result<()> {
     for l in machine::header() {
         println!("  {l}");
     }
-    println!("  services: the environment's AMQP_URL, MONGODB_URI, S3_ENDPOINT (each figure in fresh queues, database and bucket)");
+    println!(
+        "  services: the environment's AMQP_URL, MONGODB_URI, S3_ENDPOINT (each figure in fresh queues, database and bucket)"
+    );
     println!("  worker logs: {}", log_dir.display());
     let started = Instant::now();
     common::progress("started");

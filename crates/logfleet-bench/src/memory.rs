@@ -8,8 +8,8 @@ use logfleet::s3::ObjectStore;
 
 use crate::Sizes;
 use crate::common::{
-    self, WorkerProc, progress, drain_in_process, messages, mib, publish_all, release_bin, thousands,
-    wait_until,
+    self, WorkerProc, drain_in_process, messages, mib, progress, publish_all, release_bin,
+    thousands, wait_until,
 };
 use crate::report::Figure;
 
@@ -30,9 +30,15 @@ pub async fn run(sizes: &Sizes, log_dir: &std::path::Path) -> anyhow::Result<Fig
         &[],
         &log_dir.join("archive-worker.log"),
     )?;
-    wait_until("the archive-worker's /metrics", Duration::from_millis(20), || async {
-        Ok(w.metric("logfleet_archive_chunks_written_total").await.is_some())
-    })
+    wait_until(
+        "the archive-worker's /metrics",
+        Duration::from_millis(20),
+        || async {
+            Ok(w.metric("logfleet_archive_chunks_written_total")
+                .await
+                .is_some())
+        },
+    )
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = w.peak_rss()?;
@@ -85,9 +91,11 @@ pub async fn run(sizes: &Sizes, log_dir: &std::path::Path) -> anyhow::Result<Fig
     let log = log_dir.join("ingest-worker.log");
     let owned = "logfleet_ingest_partitions_owned";
     let w = WorkerProc::spawn(&env, &bin, &[], &log)?;
-    wait_until("the ingest-worker's partition", Duration::from_millis(20), || async {
-        Ok(w.metric(owned).await == Some(1.0))
-    })
+    wait_until(
+        "the ingest-worker's partition",
+        Duration::from_millis(20),
+        || async { Ok(w.metric(owned).await == Some(1.0)) },
+    )
     .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle = w.peak_rss()?;

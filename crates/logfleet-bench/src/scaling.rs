@@ -62,7 +62,10 @@ pub async fn run(sizes: &Sizes, log_dir: &std::path::Path) -> anyhow::Result<Fig
             if inserted >= total as f64 {
                 break t0.expect("a partition was owned").elapsed();
             }
-            anyhow::ensure!(Instant::now() < deadline, "stuck: {inserted} of {total} logs inserted");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "stuck: {inserted} of {total} logs inserted"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         };
         for w in workers {

@@ -498,10 +498,7 @@ pub fn replay_properties(original: &BasicProperties, run: &str) -> BasicProperti
         history.drain(..history.len() - MAX_HISTORY);
     }
     let replays = header_i64(original, REPLAYS_HEADER).unwrap_or(0) + 1;
-    map.insert(
-        HISTORY_HEADER.into(),
-        AMQPValue::FieldArray(history.into()),
-    );
+    map.insert(HISTORY_HEADER.into(), AMQPValue::FieldArray(history.into()));
     map.insert(REPLAYS_HEADER.into(), AMQPValue::LongLongInt(replays));
     map.insert(REPLAY_RUN_HEADER.into(), AMQPValue::LongString(run.into()));
     original.clone().with_headers(FieldTable::from(map))
@@ -585,13 +582,17 @@ mod tests {
         assert_eq!(header_str(&once, REASON_HEADER), None);
         assert_eq!(header_str(&once, ROUTING_KEY_HEADER), None);
         assert_eq!(header_i64(&once, REPLAYS_HEADER), Some(1));
-        assert_eq!(header_str(&once, REPLAY_RUN_HEADER).as_deref(), Some("run-1"));
+        assert_eq!(
+            header_str(&once, REPLAY_RUN_HEADER).as_deref(),
+            Some("run-1")
+        );
         assert_eq!(once.message_id().as_ref().map(|s| s.as_str()), Some("m1"));
         let again = dead_letter_properties(&once, "still too many", "q.p1", "ep-1");
         let twice = replay_properties(&again, "run-2");
         assert_eq!(header_i64(&twice, REPLAYS_HEADER), Some(2));
         let h = twice.headers().as_ref().unwrap();
-        let Some(AMQPValue::FieldArray(history)) = h.inner().get(&ShortString::from(HISTORY_HEADER))
+        let Some(AMQPValue::FieldArray(history)) =
+            h.inner().get(&ShortString::from(HISTORY_HEADER))
         else {
             panic!("no history array");
         };

@@ -18,7 +18,9 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         ".{0,20}".prop_map(Value::String),
     ];
     leaf.prop_recursive(6, 64, 6, |inner| {
@@ -47,7 +49,8 @@ fn metadata() -> impl Strategy<Value = Map<String, Value>> {
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     });
-    prop::collection::btree_map("[a-z][a-z0-9_.]{0,6}", value, 0..5).prop_map(|m| m.into_iter().collect())
+    prop::collection::btree_map("[a-z][a-z0-9_.]{0,6}", value, 0..5)
+        .prop_map(|m| m.into_iter().collect())
 }
 
 fn episode_id() -> impl Strategy<Value = String> {
@@ -60,7 +63,13 @@ fn level_text() -> impl Strategy<Value = (LogLevel, String)> {
             .as_str()
             .chars()
             .enumerate()
-            .map(|(i, c)| if mask >> (i % 8) & 1 == 1 { c.to_ascii_uppercase() } else { c })
+            .map(|(i, c)| {
+                if mask >> (i % 8) & 1 == 1 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
             .collect();
         (l, text)
     })
