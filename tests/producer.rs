@@ -3,7 +3,6 @@
 //! message ids after the broker drops the connection or refuses publishes; a clear error once
 //! the retries run out, with nothing dropped.
 
-use std::process::Command;
 use std::time::Duration;
 
 use lapin::options::ExchangeDeleteOptions;
@@ -156,33 +155,6 @@ async fn the_same_producer_id_and_sequence_make_the_same_batches_which_are_inges
     env.cleanup().await;
 }
 
-/// Closes, from the broker's side, every connection named `name`.
-fn broker_drops_connection(name: &str) -> usize {
-    let out = Command::new("rabbitmqctl")
-        .args([
-            "list_connections",
-            "-q",
-            "--no-table-headers",
-            "pid",
-            "client_properties",
-        ])
-        .output()
-        .expect("rabbitmqctl runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let needle = format!("{{\"connection_name\",\"{name}\"}}");
-    let mut closed = 0;
-    for line in text.lines().filter(|l| l.contains(&needle)) {
-        let pid = line.split_whitespace().next().unwrap();
-        let status = Command::new("rabbitmqctl")
-            .args(["close_connection", pid, "test: simulated network drop"])
-            .status()
-            .expect("rabbitmqctl runs");
-        assert!(status.success());
-        closed += 1;
-    }
-    closed
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn producer_survives_a_dropped_connection_and_reports_exhausted_retries_without_dropping() {
     let env = TestEnv::new("producer-retry", |_| {}).await;
@@ -201,7 +173,10 @@ async fn producer_survives_a_dropped_connection_and_reports_exhausted_retries_wi
         producer.send(&ep, to_log(l)).await.unwrap();
     }
     // Drop the connection while the producer keeps publishing.
-    let dropper = tokio::task::spawn_blocking(move || broker_drops_connection(&name));
+    // The closing quote makes the prefix match the exact connection name.
+    let dropper = tokio::task::spawn_blocking(move || {
+        logfleet_tests::broker_drops_connections(&format!("{name}\""))
+    });
     for l in rest {
         producer.send(&ep, to_log(l)).await.unwrap();
     }

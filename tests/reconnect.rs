@@ -11,7 +11,9 @@ use std::process::Command;
 use logfleet::archive::ArchiveOptions;
 use logfleet::health::HttpListen;
 use logfleet::ingest::IngestOptions;
-use logfleet_tests::{SentLog, TestEnv, batch_body, free_listener, http_get, make_logs};
+use logfleet_tests::{
+    SentLog, TestEnv, batch_body, broker_drops_connections, free_listener, http_get, make_logs,
+};
 
 fn run(cmd: &str) {
     let status = Command::new("sh")
@@ -26,33 +28,6 @@ async fn publish_all(env: &TestEnv, ep: &str, logs: &[SentLog], tag: &str) {
         env.publish(ep, &batch_body(ep, part), Some(&format!("{tag}-{i}")))
             .await;
     }
-}
-
-/// Closes, from the broker's side, every connection whose name starts with `prefix`.
-fn broker_drops_connections(prefix: &str) -> usize {
-    let out = Command::new("rabbitmqctl")
-        .args([
-            "list_connections",
-            "-q",
-            "--no-table-headers",
-            "pid",
-            "client_properties",
-        ])
-        .output()
-        .expect("rabbitmqctl runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let needle = format!("{{\"connection_name\",\"{prefix}");
-    let mut closed = 0;
-    for line in text.lines().filter(|l| l.contains(&needle)) {
-        let pid = line.split_whitespace().next().unwrap();
-        let status = Command::new("rabbitmqctl")
-            .args(["close_connection", pid, "test: simulated network drop"])
-            .status()
-            .expect("rabbitmqctl runs");
-        assert!(status.success());
-        closed += 1;
-    }
-    closed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

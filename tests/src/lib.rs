@@ -677,3 +677,32 @@ pub fn free_listener() -> (std::net::TcpListener, std::net::SocketAddr) {
     let addr = l.local_addr().unwrap();
     (l, addr)
 }
+
+/// Closes, from the broker's side (`rabbitmqctl close_connection`), every connection whose
+/// client-given name starts with `name_prefix`, as a network drop would. Returns how many.
+pub fn broker_drops_connections(name_prefix: &str) -> usize {
+    use std::process::Command;
+    let out = Command::new("rabbitmqctl")
+        .args([
+            "list_connections",
+            "-q",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+        .expect("rabbitmqctl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let needle = format!("{{\"connection_name\",\"{name_prefix}");
+    let mut closed = 0;
+    for line in text.lines().filter(|l| l.contains(&needle)) {
+        let pid = line.split_whitespace().next().expect("a pid column");
+        let status = Command::new("rabbitmqctl")
+            .args(["close_connection", pid, "test: simulated network drop"])
+            .status()
+            .expect("rabbitmqctl runs");
+        assert!(status.success(), "rabbitmqctl close_connection failed");
+        closed += 1;
+    }
+    closed
+}

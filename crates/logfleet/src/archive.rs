@@ -562,21 +562,7 @@ pub async fn run_with(
             .max(settings.archive.lease_secs),
     );
     let main = supervise(settings, options, store, readiness, cancel.clone());
-    tokio::pin!(main);
-    tokio::select! {
-        r = &mut main => return r,
-        _ = shutdown => {
-            tracing::info!("shutdown requested: finishing in-flight archive runs");
-            cancel.cancel();
-        }
-    }
-    match tokio::time::timeout(drain, main).await {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::warn!("drain deadline passed; held locks expire with their leases");
-            Ok(())
-        }
-    }
+    crate::run_until_drained(main, shutdown, &cancel, drain, "archive").await
 }
 
 async fn supervise(

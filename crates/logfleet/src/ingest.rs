@@ -129,21 +129,7 @@ pub async fn run_with(
     .await
     .map_err(|e| IngestError::Http(e.to_string()))?;
     let main = supervise(settings, options, store, readiness, cancel.clone());
-    tokio::pin!(main);
-    tokio::select! {
-        r = &mut main => return r,
-        _ = shutdown => {
-            tracing::info!(drain_deadline_secs = drain.as_secs(), "shutdown requested: stopping consumers, draining in-flight batches");
-            cancel.cancel();
-        }
-    }
-    match tokio::time::timeout(drain, main).await {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::warn!("drain deadline passed; unacked messages return to their queues");
-            Ok(())
-        }
-    }
+    crate::run_until_drained(main, shutdown, &cancel, drain, "ingest").await
 }
 
 /// Shared state of one worker's consumers.
