@@ -9,4 +9,4 @@ eval "$(./scripts/services.sh)"
 # The reconnect test stops and starts the MongoDB server with these (see tests/reconnect.rs).
 export MONGO_STOP_CMD="${MONGO_STOP_CMD:-$PWD/scripts/services.sh stop-mongo}"
 export MONGO_START_CMD="${MONGO_START_CMD:-$PWD/scripts/services.sh}"
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"

@@ -261,15 +261,27 @@ impl TestEnv {
 
     /// Waits until the episode's LogMetadata counts `total` logs, `chunks` chunks and no lock.
     pub async fn wait_for_episode(&self, ep: &str, total: i64, chunks: i32) {
+        // LogMetadata counts a range when it is reserved, just before its entries are written:
+        // the episode is settled when the hot entries written match `currentLogs` too.
         self.wait_for(
-            &format!("{ep}: {total} logs, {chunks} chunks, unlocked"),
+            &format!("{ep}: {total} logs, {chunks} chunks, unlocked, all written"),
             || async {
-                self.metadata(ep).await.is_some_and(|m| {
-                    m.total_logs == total
-                        && m.total_chunks == chunks
-                        && !m.is_archiving
-                        && m.current_logs + m.archived_logs == total
-                })
+                let Some(m) = self.metadata(ep).await else {
+                    return false;
+                };
+                let counted = m.total_logs == total
+                    && m.total_chunks == chunks
+                    && !m.is_archiving
+                    && m.current_logs + m.archived_logs == total;
+                counted
+                    && self
+                        .store
+                        .entries
+                        .count_documents(
+                            doc! {"episodeId": ep, "sequenceNumber": {"$gte": m.archived_logs}},
+                        )
+                        .await
+                        .is_ok_and(|n| n as i64 == m.current_logs)
             },
         )
         .await;
