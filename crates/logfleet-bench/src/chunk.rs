@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flate2::Compression;
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use logfleet::chunk::{ChunkWriter, EncodedChunk};
 use logfleet::config::Settings;
@@ -53,7 +53,7 @@ pub fn run(sizes: &Sizes) -> anyhow::Result<Figure> {
     // The exact bytes ChunkWriter compresses, recovered from its own output.
     let first = encode(&entries, level)?;
     let mut jsonl = Vec::new();
-    GzDecoder::new(&first.bytes[..]).read_to_end(&mut jsonl)?;
+    MultiGzDecoder::new(&first.bytes[..]).read_to_end(&mut jsonl)?;
     anyhow::ensure!(jsonl.len() as u64 == first.uncompressed_bytes);
     std::fs::write(&jsonl_path, &jsonl)?;
     std::fs::write(&empty_path, b"")?;

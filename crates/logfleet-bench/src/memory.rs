@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use logfleet::s3::ObjectStore;
 
 use crate::Sizes;
@@ -62,7 +62,7 @@ pub async fn run(sizes: &Sizes, log_dir: &std::path::Path) -> anyhow::Result<Fig
         .await?;
     let gz = env.objects.get(&chunk[0].src).await?;
     let mut jsonl = Vec::new();
-    GzDecoder::new(&gz[..]).read_to_end(&mut jsonl)?;
+    MultiGzDecoder::new(&gz[..]).read_to_end(&mut jsonl)?;
     let chunk_bytes = jsonl.len() as u64;
     env.cleanup().await;
     fig.line(format!(

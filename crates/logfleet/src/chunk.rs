@@ -1,6 +1,7 @@
 //! The chunk codec: JSONL.gz encoding of archived logs, and the S3 key scheme.
 //!
-//! A chunk is gzip-compressed JSON Lines, one LogEntry per line in sequence order:
+//! A chunk is gzip-compressed JSON Lines, one LogEntry per line in sequence order (a large chunk
+//! is several gzip members, compressed in parallel; any gunzip reads them as one stream):
 //!
 //! ```text
 //! {"id":"65f0c0ffee...","episodeId":"ep-1","timestamp":"2026-11-27T18:00:00.000Z","level":"info","message":"...","metadata":{...},"sequenceNumber":0,"createdAt":"2026-11-27T18:00:01.234Z"}
@@ -14,7 +15,7 @@ use std::io::{Read, Write};
 
 use bson::{DateTime, Document};
 use flate2::Compression;
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
@@ -124,11 +125,21 @@ pub struct EncodedChunk {
     pub uncompressed_bytes: u64,
 }
 
-/// Streams LogEntries, in sequence order, into a gzip-compressed JSONL buffer.
+/// Below this much JSONL a chunk is compressed as one gzip member on the calling thread.
+const PARALLEL_MIN_BYTES: usize = 1 << 20;
+
+/// Encodes LogEntries, in sequence order, into gzip-compressed JSONL.
+///
+/// Lines are serialized into one buffer; `finish` compresses it in as many parts as the machine
+/// has cores (at most 4), in parallel, each part a complete gzip member, and concatenates them
+/// (RFC 1952 allows several members in a file, as `pigz` writes; `gunzip`, `zcat` and
+/// [`decode_chunk`] read them as one stream).
 pub struct ChunkWriter {
-    encoder: GzEncoder<Vec<u8>>,
-    /// Reused line buffer, so encoding allocates once per chunk rather than per line.
-    line: Vec<u8>,
+    /// The uncompressed JSON Lines so far.
+    jsonl: Vec<u8>,
+    /// Offset where each line starts, to split the buffer at line boundaries.
+    line_starts: Vec<usize>,
+    gzip_level: u32,
     count: i64,
     start_sequence: i64,
     end_sequence: i64,
@@ -141,8 +152,9 @@ pub struct ChunkWriter {
 impl ChunkWriter {
     pub fn new(gzip_level: u32) -> Self {
         Self {
-            encoder: GzEncoder::new(Vec::with_capacity(1 << 20), Compression::new(gzip_level)),
-            line: Vec::with_capacity(1024),
+            jsonl: Vec::with_capacity(1 << 20),
+            line_starts: Vec::new(),
+            gzip_level,
             count: 0,
             start_sequence: 0,
             end_sequence: -1,
@@ -163,7 +175,8 @@ impl ChunkWriter {
                 got: e.sequence_number,
             });
         }
-        self.line.clear();
+        let start = self.jsonl.len();
+        self.line_starts.push(start);
         let out = LineOut {
             id: e.id.to_hex(),
             episode_id: e.episode_id.as_str(),
@@ -174,10 +187,9 @@ impl ChunkWriter {
             sequence_number: e.sequence_number,
             created_at: rfc3339_ms(e.created_at),
         };
-        serde_json::to_writer(&mut self.line, &out).map_err(std::io::Error::other)?;
-        self.line.push(b'\n');
-        self.encoder.write_all(&self.line)?;
-        self.uncompressed_bytes += self.line.len() as u64;
+        serde_json::to_writer(&mut self.jsonl, &out).map_err(std::io::Error::other)?;
+        self.jsonl.push(b'\n');
+        self.uncompressed_bytes += (self.jsonl.len() - start) as u64;
         self.count += 1;
         self.end_sequence = e.sequence_number;
         self.start_time = self.start_time.min(e.timestamp);
@@ -198,8 +210,52 @@ impl ChunkWriter {
         if self.count == 0 {
             return Err(ChunkError::Empty);
         }
+        let parts = if self.jsonl.len() < PARALLEL_MIN_BYTES {
+            1
+        } else {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .clamp(1, 4)
+        };
+        // Split at line boundaries into `parts` pieces of about equal size.
+        let mut cuts = vec![0];
+        for k in 1..parts {
+            let target = self.jsonl.len() * k / parts;
+            let at = self.line_starts.partition_point(|&s| s < target);
+            if let Some(&cut) = self.line_starts.get(at) {
+                if cut > *cuts.last().expect("starts with 0") {
+                    cuts.push(cut);
+                }
+            }
+        }
+        cuts.push(self.jsonl.len());
+        let level = Compression::new(self.gzip_level);
+        let compress = |piece: &[u8]| -> std::io::Result<Vec<u8>> {
+            let mut e = GzEncoder::new(Vec::with_capacity(piece.len() / 8), level);
+            e.write_all(piece)?;
+            e.finish()
+        };
+        let pieces: Vec<&[u8]> = cuts.windows(2).map(|w| &self.jsonl[w[0]..w[1]]).collect();
+        let members: Vec<Vec<u8>> = if pieces.len() == 1 {
+            vec![compress(pieces[0])?]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = pieces
+                    .iter()
+                    .map(|p| scope.spawn(move || compress(p)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(std::io::Error::other("compression thread panicked"))
+                        })
+                    })
+                    .collect::<std::io::Result<Vec<_>>>()
+            })?
+        };
         Ok(EncodedChunk {
-            bytes: self.encoder.finish()?,
+            bytes: members.concat(),
             log_count: self.count,
             start_sequence: self.start_sequence,
             end_sequence: self.end_sequence,
@@ -214,7 +270,7 @@ impl ChunkWriter {
 /// Decompresses and parses a whole chunk.
 pub fn decode_chunk(gz: &[u8]) -> Result<Vec<ChunkLine>, ChunkError> {
     let mut text = String::new();
-    GzDecoder::new(gz).read_to_string(&mut text)?;
+    MultiGzDecoder::new(gz).read_to_string(&mut text)?;
     text.lines()
         .enumerate()
         .map(|(i, l)| {
@@ -306,13 +362,48 @@ mod tests {
         w.push(&e).unwrap();
         let c = w.finish().unwrap();
         let mut text = String::new();
-        GzDecoder::new(&c.bytes[..])
+        MultiGzDecoder::new(&c.bytes[..])
             .read_to_string(&mut text)
             .unwrap();
         assert_eq!(
             text,
             "{\"id\":\"65f000000000000000000001\",\"episodeId\":\"ep-1\",\"timestamp\":\"1970-01-01T00:00:00.000Z\",\"level\":\"warn\",\"message\":\"m\",\"metadata\":{\"b\":2,\"a\":\"x\"},\"sequenceNumber\":0,\"createdAt\":\"2023-11-14T22:13:20.123Z\"}\n"
         );
+    }
+
+    #[test]
+    fn large_chunks_are_several_gzip_members_read_back_as_one_stream() {
+        let entries: Vec<_> = (0..20_000)
+            .map(|i| entry(i, i, (i % 5 == 0).then(|| doc! {"i": i})))
+            .collect();
+        let mut w = ChunkWriter::new(3);
+        for e in &entries {
+            w.push(e).unwrap();
+        }
+        let c = w.finish().unwrap();
+        assert!(c.uncompressed_bytes as usize > PARALLEL_MIN_BYTES);
+        let members = c
+            .bytes
+            .windows(3)
+            .filter(|w| *w == [0x1f, 0x8b, 0x08])
+            .count();
+        let cores = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        assert!(members >= cores, "{members} gzip members for {cores} cores");
+        let lines = decode_chunk(&c.bytes).unwrap();
+        assert_eq!(lines.len(), 20_000);
+        assert!(
+            lines
+                .iter()
+                .enumerate()
+                .all(|(i, l)| l.sequence_number == i as i64)
+        );
+        let mut text = Vec::new();
+        MultiGzDecoder::new(&c.bytes[..])
+            .read_to_end(&mut text)
+            .unwrap();
+        assert_eq!(text.len() as u64, c.uncompressed_bytes);
     }
 
     #[test]

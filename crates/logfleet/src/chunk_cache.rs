@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 
 use crate::chunk::{ChunkError, ChunkLine};
 
@@ -36,7 +36,7 @@ impl DecodedChunk {
             .map(|i| u32::from_le_bytes([gz[i], gz[i + 1], gz[i + 2], gz[i + 3]]) as usize)
             .unwrap_or(0);
         let mut bytes = Vec::with_capacity(hint.max(gz.len() * 4) + 1);
-        GzDecoder::new(gz).read_to_end(&mut bytes)?;
+        MultiGzDecoder::new(gz).read_to_end(&mut bytes)?;
         let text = String::from_utf8(bytes)
             .map_err(|e| ChunkError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         if u32::try_from(text.len()).is_err() {

@@ -142,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let gz = objects.get(&chunk.src).await?;
         let mut text = Vec::with_capacity(gz.len() * 8);
-        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut text)?;
+        flate2::read::MultiGzDecoder::new(&gz[..]).read_to_end(&mut text)?;
         let f = t.elapsed();
         text_len = text.len();
         drop(text);
