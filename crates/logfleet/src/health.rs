@@ -122,6 +122,20 @@ impl HttpListen {
     }
 }
 
+/// What a worker does at start-up: serves its endpoints at `listen`, or else at the address its
+/// settings name (empty: none), until the returned guard is dropped.
+pub async fn start(
+    listen: Option<HttpListen>,
+    setting: &str,
+    registry: Registry,
+    readiness: Arc<Readiness>,
+) -> std::io::Result<tokio_util::sync::DropGuard> {
+    let stop = CancellationToken::new();
+    let listen = listen.unwrap_or_else(|| HttpListen::from_setting(setting));
+    spawn(listen, registry, readiness, stop.clone()).await?;
+    Ok(stop.drop_guard())
+}
+
 /// Binds and serves the endpoints until `stop` fires. Returns the bound address, or None when
 /// disabled.
 pub async fn spawn(

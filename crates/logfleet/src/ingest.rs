@@ -114,17 +114,11 @@ pub async fn run_with(
         mongo: Some(store.clone()),
         ..Default::default()
     });
-    let http_stop = CancellationToken::new();
-    let _http_guard = http_stop.clone().drop_guard();
-    let listen = options
-        .http
-        .take()
-        .unwrap_or_else(|| HttpListen::from_setting(&settings.ingest.http_listen));
-    health::spawn(
-        listen,
+    let _http = health::start(
+        options.http.take(),
+        &settings.ingest.http_listen,
         options.metrics.registry.clone(),
         readiness.clone(),
-        http_stop,
     )
     .await
     .map_err(|e| IngestError::Http(e.to_string()))?;
