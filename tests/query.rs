@@ -22,6 +22,7 @@ use logfleet::config::Settings;
 use logfleet::domain::{EpisodeId, LogLevel};
 use logfleet::ingest::IngestOptions;
 use logfleet::query::{LogFilter, LogQuery, Order, QueryService};
+use logfleet::s3::ObjectStore;
 use logfleet_tests::{SentLog, StoredLog, TestEnv, batch_body, make_logs};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -249,6 +250,8 @@ async fn reads_across_both_tiers() {
     let env = TestEnv::new("query-read", |s| {
         s.ingest.archive_threshold = 1_000;
         s.ingest.chunk_size = 1_000;
+        // Small gzip members, so pages and filters cross member boundaries inside a chunk.
+        s.archive.member_bytes = 16 << 10;
     })
     .await;
     let ep = "q-read-1";
@@ -276,6 +279,48 @@ async fn reads_across_both_tiers() {
         "both tiers hold logs"
     );
     let stored = snap.all_logs();
+    // Each chunk is indexed gzip members, several of them (the reads below inflate only the
+    // members they need).
+    for c in &snap.chunks {
+        let bytes = env.objects.get(&c.src).await.unwrap();
+        let index = logfleet::chunk::member_index(&bytes).expect("an indexed chunk");
+        assert!(
+            index.len() >= 5,
+            "chunk {}: {} members",
+            c.chunk_number,
+            index.len()
+        );
+    }
+    // A cold read of one log inflates one member: the cache then holds the object and that
+    // member, nothing else.
+    let svc = QueryService::connect(&env.settings).await.unwrap();
+    let one = svc
+        .read_page(&LogQuery {
+            episode: EpisodeId::parse(ep).unwrap(),
+            filter: LogFilter::default(),
+            order: Order::Asc,
+            cursor: Some(1_500),
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(one.logs[0].sequence_number, 1_500);
+    assert_eq!(one.logs[0].message, stored[1_500].log.message);
+    let cached = svc.cache().stats();
+    assert_eq!(cached.entries, 2, "object and one member: {cached:?}");
+    // The last log of the same chunk lies in another member: one more entry, the object reused.
+    let last = svc
+        .read_page(&LogQuery {
+            episode: EpisodeId::parse(ep).unwrap(),
+            filter: LogFilter::default(),
+            order: Order::Desc,
+            cursor: Some(1_999),
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(last.logs[0].message, stored[1_999].log.message);
+    assert_eq!(svc.cache().stats().entries, 3, "{:?}", svc.cache().stats());
 
     let api = Api::start(&env.settings).await;
     let c = reqwest::Client::new();
@@ -746,6 +791,7 @@ async fn reads_while_the_episode_is_archived() {
     let env = TestEnv::new("query-race", |s| {
         s.ingest.archive_threshold = 500;
         s.ingest.chunk_size = 500;
+        s.archive.member_bytes = 16 << 10;
     })
     .await;
     let ep = "q-race";

@@ -46,7 +46,8 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Figure> {
         entries.len()
     );
     let t = Instant::now();
-    let mut w = ChunkWriter::new(env.settings.archive.gzip_level);
+    let mut w = ChunkWriter::new(env.settings.archive.gzip_level)
+        .with_member_bytes(env.settings.archive.member_bytes);
     for e in &entries {
         w.push(e)?;
     }

@@ -405,7 +405,8 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             .store
             .entries_in_range(ep, start, start + count)
             .await?;
-        let mut writer = ChunkWriter::new(self.settings.gzip_level);
+        let mut writer = ChunkWriter::new(self.settings.gzip_level)
+            .with_member_bytes(self.settings.member_bytes);
         while let Some(entry) = cursor.try_next().await.map_err(MongoError::from)? {
             let expected = start + writer.len();
             if entry.sequence_number != expected {

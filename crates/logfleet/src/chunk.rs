@@ -16,7 +16,6 @@ use std::io::{Read, Write};
 use bson::{DateTime, Document};
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
-use flate2::write::GzEncoder;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{EpisodeId, LogLevel};
@@ -125,21 +124,27 @@ pub struct EncodedChunk {
     pub uncompressed_bytes: u64,
 }
 
-/// Below this much JSONL a chunk is compressed as one gzip member on the calling thread.
-const PARALLEL_MIN_BYTES: usize = 1 << 20;
+/// Uncompressed JSONL per gzip member (a member ends at the first line boundary past it). A
+/// reader inflates only the members that hold the lines it wants: a page of 1,000 logs touches
+/// one or two members of a 50,000-log chunk, not the whole chunk. Deflate's window is 32 KiB, so
+/// members this large compress as well as one stream.
+pub const MEMBER_BYTES: usize = 1 << 20;
 
 /// Encodes LogEntries, in sequence order, into gzip-compressed JSONL.
 ///
-/// Lines are serialized into one buffer; `finish` compresses it in as many parts as the machine
-/// has cores (at most 4), in parallel, each part a complete gzip member, and concatenates them
-/// (RFC 1952 allows several members in a file, as `pigz` writes; `gunzip`, `zcat` and
-/// [`decode_chunk`] read them as one stream).
+/// Lines are serialized into one buffer; `finish` cuts it at line boundaries into members of
+/// about [`MEMBER_BYTES`] (or what [`ChunkWriter::with_member_bytes`] sets), compresses them in parallel (one thread per core, at most 4), and
+/// concatenates them. Each member is a complete gzip member (RFC 1952 allows several in a file,
+/// as `pigz` and BGZF write; `gunzip`, `zcat` and [`decode_chunk`] read them as one stream) whose
+/// header carries a member index entry in its extra field (see [`member_index`]).
 pub struct ChunkWriter {
     /// The uncompressed JSON Lines so far.
     jsonl: Vec<u8>,
     /// Offset where each line starts, to split the buffer at line boundaries.
     line_starts: Vec<usize>,
     gzip_level: u32,
+    /// Uncompressed bytes per gzip member ([`MEMBER_BYTES`] unless set).
+    member_bytes: usize,
     count: i64,
     start_sequence: i64,
     end_sequence: i64,
@@ -155,6 +160,7 @@ impl ChunkWriter {
             jsonl: Vec::with_capacity(1 << 20),
             line_starts: Vec::new(),
             gzip_level,
+            member_bytes: MEMBER_BYTES,
             count: 0,
             start_sequence: 0,
             end_sequence: -1,
@@ -163,6 +169,12 @@ impl ChunkWriter {
             logical_bytes: 0,
             uncompressed_bytes: 0,
         }
+    }
+
+    /// Sets the uncompressed bytes per gzip member (at least 1).
+    pub fn with_member_bytes(mut self, bytes: usize) -> Self {
+        self.member_bytes = bytes.max(1);
+        self
     }
 
     /// Appends the next entry; it must carry the next sequence number.
@@ -210,49 +222,61 @@ impl ChunkWriter {
         if self.count == 0 {
             return Err(ChunkError::Empty);
         }
-        let parts = if self.jsonl.len() < PARALLEL_MIN_BYTES {
-            1
-        } else {
-            std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .clamp(1, 4)
-        };
-        // Split at line boundaries into `parts` pieces of about equal size.
-        let mut cuts = vec![0];
-        for k in 1..parts {
-            let target = self.jsonl.len() * k / parts;
-            let at = self.line_starts.partition_point(|&s| s < target);
-            if let Some(&cut) = self.line_starts.get(at) {
-                if cut > *cuts.last().expect("starts with 0") {
-                    cuts.push(cut);
-                }
+        // Cut at line boundaries: a member ends at the first line start at or past
+        // MEMBER_BYTES from its own start. `pieces` holds (first line, end line) pairs.
+        let n = self.line_starts.len();
+        let mut pieces: Vec<(usize, usize)> = Vec::new();
+        let mut first = 0;
+        for (i, &s) in self.line_starts.iter().enumerate().skip(1) {
+            if s - self.line_starts[first] >= self.member_bytes {
+                pieces.push((first, i));
+                first = i;
             }
         }
-        cuts.push(self.jsonl.len());
-        let level = Compression::new(self.gzip_level);
-        let compress = |piece: &[u8]| -> std::io::Result<Vec<u8>> {
-            let mut e = GzEncoder::new(Vec::with_capacity(piece.len() / 8), level);
-            e.write_all(piece)?;
-            e.finish()
+        pieces.push((first, n));
+        let byte_range = |&(a, b): &(usize, usize)| {
+            let end = self.line_starts.get(b).copied().unwrap_or(self.jsonl.len());
+            (self.line_starts[a], end)
         };
-        let pieces: Vec<&[u8]> = cuts.windows(2).map(|w| &self.jsonl[w[0]..w[1]]).collect();
-        let members: Vec<Vec<u8>> = if pieces.len() == 1 {
-            vec![compress(pieces[0])?]
+        let level = Compression::new(self.gzip_level);
+        let compress = |piece: &(usize, usize)| -> std::io::Result<Vec<u8>> {
+            let (s, e) = byte_range(piece);
+            let lines = u32::try_from(piece.1 - piece.0).map_err(std::io::Error::other)?;
+            let first = u32::try_from(piece.0).map_err(std::io::Error::other)?;
+            gzip_member(&self.jsonl[s..e], first, lines, level)
+        };
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4)
+            .min(pieces.len());
+        let members: Vec<Vec<u8>> = if threads == 1 {
+            pieces
+                .iter()
+                .map(compress)
+                .collect::<std::io::Result<_>>()?
         } else {
+            // Each thread takes the next piece not taken yet; results keep their places.
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let done: Vec<std::sync::Mutex<Option<std::io::Result<Vec<u8>>>>> =
+                pieces.iter().map(|_| std::sync::Mutex::new(None)).collect();
             std::thread::scope(|scope| {
-                let handles: Vec<_> = pieces
-                    .iter()
-                    .map(|p| scope.spawn(move || compress(p)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(std::io::Error::other("compression thread panicked"))
-                        })
+                for _ in 0..threads {
+                    scope.spawn(|| {
+                        loop {
+                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(piece) = pieces.get(k) else { break };
+                            *done[k].lock().expect("not poisoned") = Some(compress(piece));
+                        }
+                    });
+                }
+            });
+            done.into_iter()
+                .map(|m| {
+                    m.into_inner().expect("not poisoned").unwrap_or_else(|| {
+                        Err(std::io::Error::other("compression thread panicked"))
                     })
-                    .collect::<std::io::Result<Vec<_>>>()
-            })?
+                })
+                .collect::<std::io::Result<_>>()?
         };
         Ok(EncodedChunk {
             bytes: members.concat(),
@@ -265,6 +289,110 @@ impl ChunkWriter {
             uncompressed_bytes: self.uncompressed_bytes,
         })
     }
+}
+
+/// Extra-field subfield id of a member index entry ("LF", logfleet), as RFC 1952 section
+/// 2.3.1.1 defines subfields; readers that do not know it skip it.
+const INDEX_SUBFIELD: [u8; 2] = *b"LF";
+/// Bytes of a member header: the fixed 10, XLEN, and one 16-byte subfield.
+const MEMBER_HEADER: usize = 10 + 2 + 4 + 12;
+
+/// Compresses `piece` (whole lines `first..first + lines` of the chunk) as one gzip member whose
+/// extra field holds the member's own length in bytes, its first line and its line count
+/// (little-endian u32 each), so a reader can find any line's member without inflating.
+fn gzip_member(
+    piece: &[u8],
+    first: u32,
+    lines: u32,
+    level: Compression,
+) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(MEMBER_HEADER + piece.len() / 6 + 64);
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0x04, 0, 0, 0, 0, 0, 255]); // FEXTRA, no mtime, OS unknown
+    out.extend_from_slice(&16u16.to_le_bytes()); // XLEN
+    out.extend_from_slice(&INDEX_SUBFIELD);
+    out.extend_from_slice(&12u16.to_le_bytes());
+    out.extend_from_slice(&[0; 4]); // member length, written below
+    out.extend_from_slice(&first.to_le_bytes());
+    out.extend_from_slice(&lines.to_le_bytes());
+    let mut deflate = flate2::write::DeflateEncoder::new(out, level);
+    deflate.write_all(piece)?;
+    let mut out = deflate.finish()?;
+    let mut crc = flate2::Crc::new();
+    crc.update(piece);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(piece.len() as u32).to_le_bytes()); // ISIZE: length mod 2^32
+    let len = u32::try_from(out.len()).map_err(std::io::Error::other)?;
+    out[16..20].copy_from_slice(&len.to_le_bytes());
+    Ok(out)
+}
+
+/// Where one gzip member lies in a chunk object and which of the chunk's lines it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberSpan {
+    /// Byte offset of the member in the object.
+    pub offset: usize,
+    /// Length of the member in bytes.
+    pub len: usize,
+    /// Index (0-based) of its first line in the chunk.
+    pub first_line: usize,
+    /// Lines it holds.
+    pub lines: usize,
+}
+
+/// The member index of a chunk object, read from its member headers (a hop from header to
+/// header, nothing inflated). `None` when the object has no complete, consistent index (a chunk
+/// written before the index existed, or by another tool): read it as one stream then. Whether
+/// the index tells the truth is checked when a member is inflated ([`inflate_member`]).
+pub fn member_index(gz: &[u8]) -> Option<Vec<MemberSpan>> {
+    let mut spans = Vec::new();
+    let (mut at, mut line) = (0usize, 0usize);
+    while at < gz.len() {
+        let h = gz.get(at..at + MEMBER_HEADER)?;
+        let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]) as usize;
+        let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]) as usize;
+        if h[..4] != [0x1f, 0x8b, 8, 0x04] || u16_at(10) != 16 || h[12..14] != INDEX_SUBFIELD {
+            return None;
+        }
+        if u16_at(14) != 12 {
+            return None;
+        }
+        let (len, first, lines) = (u32_at(16), u32_at(20), u32_at(24));
+        if first != line || len < MEMBER_HEADER + 8 || gz.len() - at < len {
+            return None;
+        }
+        spans.push(MemberSpan {
+            offset: at,
+            len,
+            first_line: first,
+            lines,
+        });
+        at += len;
+        line += lines;
+    }
+    (!spans.is_empty()).then_some(spans)
+}
+
+/// Inflates one member (`member` is exactly its bytes), checking its CRC and length.
+pub fn inflate_member(member: &[u8]) -> Result<Vec<u8>, ChunkError> {
+    // The trailer holds the uncompressed size (mod 2^32): allocate once.
+    let hint = member
+        .len()
+        .checked_sub(4)
+        .map(|i| {
+            u32::from_le_bytes([member[i], member[i + 1], member[i + 2], member[i + 3]]) as usize
+        })
+        .unwrap_or(0);
+    let mut out = Vec::with_capacity(hint.min(member.len().saturating_mul(64)) + 1);
+    let mut d = flate2::bufread::GzDecoder::new(member);
+    d.read_to_end(&mut out)?;
+    // GzDecoder stops at the end of the first member: anything after it is not this member.
+    if !d.into_inner().is_empty() {
+        return Err(ChunkError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "bytes after the end of a gzip member",
+        )));
+    }
+    Ok(out)
 }
 
 /// Decompresses and parses a whole chunk.
@@ -287,6 +415,7 @@ mod tests {
     use super::*;
     use bson::doc;
     use bson::oid::ObjectId;
+    use flate2::write::GzEncoder;
 
     fn entry(seq: i64, ts: i64, meta: Option<Document>) -> LogEntry {
         LogEntry {
@@ -371,26 +500,38 @@ mod tests {
         );
     }
 
-    #[test]
-    fn large_chunks_are_several_gzip_members_read_back_as_one_stream() {
-        let entries: Vec<_> = (0..20_000)
+    fn large_chunk(n: i64) -> (Vec<LogEntry>, EncodedChunk) {
+        let entries: Vec<_> = (0..n)
             .map(|i| entry(i, i, (i % 5 == 0).then(|| doc! {"i": i})))
             .collect();
         let mut w = ChunkWriter::new(3);
         for e in &entries {
             w.push(e).unwrap();
         }
-        let c = w.finish().unwrap();
-        assert!(c.uncompressed_bytes as usize > PARALLEL_MIN_BYTES);
-        let members = c
-            .bytes
-            .windows(3)
-            .filter(|w| *w == [0x1f, 0x8b, 0x08])
-            .count();
-        let cores = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 4);
-        assert!(members >= cores, "{members} gzip members for {cores} cores");
+        (entries, w.finish().unwrap())
+    }
+
+    #[test]
+    fn large_chunks_are_indexed_gzip_members_read_back_as_one_stream() {
+        let (_, c) = large_chunk(20_000);
+        assert!(c.uncompressed_bytes as usize > 2 * MEMBER_BYTES);
+        let index = member_index(&c.bytes).expect("a chunk written here has an index");
+        assert!(index.len() >= 2, "{} members", index.len());
+        assert_eq!(index.iter().map(|m| m.lines).sum::<usize>(), 20_000);
+        assert_eq!(index.last().map(|m| m.offset + m.len), Some(c.bytes.len()));
+        // Every member inflates on its own to whole lines, the ones its entry names.
+        let mut all = Vec::new();
+        for m in &index {
+            let text = inflate_member(&c.bytes[m.offset..m.offset + m.len]).unwrap();
+            assert!(text.len() >= MEMBER_BYTES || m == index.last().unwrap());
+            assert_eq!(text.last(), Some(&b'\n'));
+            assert_eq!(memchr::memchr_iter(b'\n', &text).count(), m.lines);
+            let first: ChunkLine =
+                serde_json::from_slice(text.split(|b| *b == b'\n').next().unwrap()).unwrap();
+            assert_eq!(first.sequence_number, m.first_line as i64);
+            all.extend_from_slice(&text);
+        }
+        // Any gunzip reads the members as one stream.
         let lines = decode_chunk(&c.bytes).unwrap();
         assert_eq!(lines.len(), 20_000);
         assert!(
@@ -403,7 +544,75 @@ mod tests {
         MultiGzDecoder::new(&c.bytes[..])
             .read_to_end(&mut text)
             .unwrap();
+        assert_eq!(text, all);
         assert_eq!(text.len() as u64, c.uncompressed_bytes);
+    }
+
+    #[test]
+    fn gzip_reads_an_indexed_chunk() {
+        let (_, c) = large_chunk(12_000);
+        let mut child = std::process::Command::new("gzip")
+            .args(["-dc"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("gzip is installed");
+        let mut stdin = child.stdin.take().unwrap();
+        let bytes = c.bytes.clone();
+        let feed = std::thread::spawn(move || stdin.write_all(&bytes));
+        let out = child.wait_with_output().unwrap();
+        feed.join().unwrap().unwrap();
+        assert!(out.status.success());
+        let mut ours = Vec::new();
+        MultiGzDecoder::new(&c.bytes[..])
+            .read_to_end(&mut ours)
+            .unwrap();
+        assert_eq!(out.stdout, ours);
+    }
+
+    #[test]
+    fn small_chunks_are_one_indexed_member() {
+        let mut w = ChunkWriter::new(6);
+        w.push(&entry(7, 0, None)).unwrap();
+        w.push(&entry(8, 0, None)).unwrap();
+        let c = w.finish().unwrap();
+        let index = member_index(&c.bytes).unwrap();
+        assert_eq!(
+            index,
+            vec![MemberSpan {
+                offset: 0,
+                len: c.bytes.len(),
+                first_line: 0,
+                lines: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn an_object_without_a_whole_index_has_none() {
+        let (_, c) = large_chunk(12_000);
+        let index = member_index(&c.bytes).unwrap();
+        // A plain gzip stream (another tool, or a chunk from before the index).
+        let mut plain = GzEncoder::new(Vec::new(), Compression::new(3));
+        plain.write_all(b"{}\n").unwrap();
+        assert_eq!(member_index(&plain.finish().unwrap()), None);
+        // Cut short, or one member's entry out of step: no index (read as one stream).
+        assert_eq!(member_index(&c.bytes[..c.bytes.len() - 1]), None);
+        let mut bad = c.bytes.clone();
+        let at = index[1].offset + 20;
+        bad[at..at + 4].copy_from_slice(&5u32.to_le_bytes());
+        assert_eq!(member_index(&bad), None);
+        assert_eq!(member_index(&[]), None);
+        // A member whose bytes are damaged fails its CRC check, never returns wrong lines.
+        let m = index[0];
+        let mut dam = c.bytes[m.offset..m.offset + m.len].to_vec();
+        let mid = dam.len() / 2;
+        dam[mid] ^= 0x55;
+        assert!(inflate_member(&dam).is_err());
+        // Trailing bytes after a member are refused.
+        let mut two = c.bytes[m.offset..m.offset + m.len].to_vec();
+        two.extend_from_slice(&c.bytes[index[1].offset..index[1].offset + 10]);
+        assert!(inflate_member(&two).is_err());
     }
 
     #[test]

@@ -1,13 +1,17 @@
-//! A byte-bounded LRU cache of decompressed chunks, for the read path ([`crate::query`]).
+//! A byte-bounded LRU cache of chunk objects and their inflated members, for the read path
+//! ([`crate::query`]).
 //!
-//! A [`DecodedChunk`] is a chunk object after gunzip: its JSON Lines text plus the offset of every
-//! line. Lines are parsed on demand (a page of 1,000 logs parses 1,000 lines, not the chunk's
-//! 50,000), with the same per-line decoding as [`crate::chunk::decode_chunk`]. The cache holds
-//! only committed chunks, which never change, so an entry never goes stale; it is keyed by the
-//! chunk's S3 key and compressed size.
+//! A chunk object is a series of gzip members with a member index in their headers
+//! ([`crate::chunk::member_index`]). A [`ChunkObject`] is the object as fetched plus that index;
+//! a [`DecodedMember`] is one member inflated, with the offset of every line. A read inflates
+//! only the members that hold the lines it wants (a page of 1,000 logs: one or two members of a
+//! 50,000-log chunk), and parses only the lines it returns. An object without an index (written
+//! before it existed, or by another tool) is one member spanning the whole chunk.
 //!
-//! The bound is on the bytes of text and offsets held; a chunk larger than the whole cache is
-//! served but not kept. Eviction is least-recently-used.
+//! The cache holds only committed chunks, which never change, so an entry never goes stale:
+//! objects are keyed by the chunk's S3 key and compressed size, members by that and their number.
+//! The bound is on the bytes held (compressed objects, inflated text and line offsets); an
+//! entry larger than the whole cache is served but not kept. Eviction is least-recently-used.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -15,34 +19,122 @@ use std::sync::{Arc, Mutex};
 
 use flate2::read::MultiGzDecoder;
 
-use crate::chunk::{ChunkError, ChunkLine};
+use crate::chunk::{ChunkError, ChunkLine, MemberSpan, inflate_member, member_index};
 
-/// One chunk, decompressed and split into lines.
+fn invalid(msg: String) -> ChunkError {
+    ChunkError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, msg))
+}
+
+/// A chunk object as fetched, with where its members lie.
 #[derive(Debug)]
-pub struct DecodedChunk {
-    /// The uncompressed JSON Lines text.
+pub struct ChunkObject {
+    /// The compressed object.
+    bytes: Vec<u8>,
+    /// Its members in order; one spanning everything when the object has no index.
+    members: Vec<MemberSpan>,
+    /// Whether `members` came from the object's own index (else one stream of unknown members).
+    indexed: bool,
+}
+
+impl ChunkObject {
+    /// Reads the member index of `bytes`, a chunk whose record says it holds `lines` lines. An
+    /// index that disagrees with the record is an error; no index means one stream.
+    pub fn new(bytes: Vec<u8>, lines: usize) -> Result<Self, ChunkError> {
+        match member_index(&bytes) {
+            Some(members) => {
+                let total: usize = members.iter().map(|m| m.lines).sum();
+                if total != lines {
+                    return Err(invalid(format!(
+                        "the chunk's member index holds {total} lines, its record {lines}"
+                    )));
+                }
+                Ok(Self {
+                    bytes,
+                    members,
+                    indexed: true,
+                })
+            }
+            None => Ok(Self {
+                members: vec![MemberSpan {
+                    offset: 0,
+                    len: bytes.len(),
+                    first_line: 0,
+                    lines,
+                }],
+                bytes,
+                indexed: false,
+            }),
+        }
+    }
+
+    /// The members, in line order.
+    pub fn members(&self) -> &[MemberSpan] {
+        &self.members
+    }
+
+    /// Whether the object carries its own member index.
+    pub fn is_indexed(&self) -> bool {
+        self.indexed
+    }
+
+    /// Numbers of the members holding any of lines `first..end`, in line order.
+    pub fn members_for(&self, first: usize, end: usize) -> std::ops::Range<usize> {
+        if first >= end {
+            return 0..0;
+        }
+        let a = self
+            .members
+            .partition_point(|m| m.first_line + m.lines <= first);
+        let b = self.members.partition_point(|m| m.first_line < end);
+        a..b.max(a)
+    }
+
+    /// Inflates member `k` and indexes its lines; its line count must be the index's.
+    pub fn decode_member(&self, k: usize) -> Result<DecodedMember, ChunkError> {
+        let m = self.members[k];
+        let piece = &self.bytes[m.offset..m.offset + m.len];
+        let bytes = if self.indexed {
+            inflate_member(piece)?
+        } else {
+            let mut out = Vec::with_capacity(piece.len() * 8);
+            MultiGzDecoder::new(piece).read_to_end(&mut out)?;
+            out
+        };
+        let d = DecodedMember::index(bytes, m.first_line)?;
+        if d.line_count() != m.lines {
+            return Err(invalid(format!(
+                "member {k} of the chunk holds {} lines; it should hold {}",
+                d.line_count(),
+                m.lines
+            )));
+        }
+        Ok(d)
+    }
+
+    /// Bytes this object holds in memory (what the cache counts).
+    pub fn weight(&self) -> u64 {
+        self.bytes.capacity() as u64
+            + (self.members.capacity() * std::mem::size_of::<MemberSpan>()) as u64
+    }
+}
+
+/// One member of a chunk, inflated and split into lines.
+#[derive(Debug)]
+pub struct DecodedMember {
+    /// Index in the chunk of the member's first line.
+    first_line: usize,
+    /// The member's JSON Lines text.
     text: String,
     /// Start offset of each line in `text`, plus one final entry: the end of the text.
     offsets: Vec<u32>,
 }
 
-impl DecodedChunk {
-    /// Decompresses a chunk object and indexes its lines.
-    pub fn decode(gz: &[u8]) -> Result<Self, ChunkError> {
-        // The gzip trailer holds the uncompressed size (mod 2^32): allocate once.
-        let hint = gz
-            .len()
-            .checked_sub(4)
-            .map(|i| u32::from_le_bytes([gz[i], gz[i + 1], gz[i + 2], gz[i + 3]]) as usize)
-            .unwrap_or(0);
-        let mut bytes = Vec::with_capacity(hint.max(gz.len() * 4) + 1);
-        MultiGzDecoder::new(gz).read_to_end(&mut bytes)?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| ChunkError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+impl DecodedMember {
+    /// Indexes the lines of inflated text whose first line is line `first_line` of its chunk.
+    pub fn index(bytes: Vec<u8>, first_line: usize) -> Result<Self, ChunkError> {
+        let text = String::from_utf8(bytes).map_err(|e| invalid(e.to_string()))?;
         if u32::try_from(text.len()).is_err() {
-            return Err(ChunkError::Io(std::io::Error::other(
-                "chunk larger than 4 GiB uncompressed",
-            )));
+            return Err(invalid("chunk member larger than 4 GiB".into()));
         }
         let mut offsets = Vec::with_capacity(text.len() / 128 + 2);
         offsets.push(0u32);
@@ -51,25 +143,36 @@ impl DecodedChunk {
             // Text without a final newline: its last line still ends at the end of the text.
             offsets.push(text.len() as u32);
         }
-        Ok(Self { text, offsets })
+        Ok(Self {
+            first_line,
+            text,
+            offsets,
+        })
     }
 
-    /// Number of lines (logs).
-    pub fn len(&self) -> usize {
+    /// Index in the chunk of the first line.
+    pub fn first_line(&self) -> usize {
+        self.first_line
+    }
+
+    /// Number of lines (logs) in this member.
+    pub fn line_count(&self) -> usize {
         self.offsets.len() - 1
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// The chunk's lines this member holds.
+    pub fn lines(&self) -> std::ops::Range<usize> {
+        self.first_line..self.first_line + self.line_count()
     }
 
-    /// The raw text of line `i` (without its newline).
+    /// The raw text of chunk line `i` (without its newline); `i` must be in [`Self::lines`].
     pub fn raw_line(&self, i: usize) -> &str {
-        let (a, b) = (self.offsets[i] as usize, self.offsets[i + 1] as usize);
+        let j = i - self.first_line;
+        let (a, b) = (self.offsets[j] as usize, self.offsets[j + 1] as usize);
         self.text[a..b].trim_end_matches('\n')
     }
 
-    /// Parses line `i`.
+    /// Parses chunk line `i`.
     pub fn line(&self, i: usize) -> Result<ChunkLine, ChunkError> {
         serde_json::from_str(self.raw_line(i)).map_err(|source| ChunkError::Line {
             line: i + 1,
@@ -77,7 +180,7 @@ impl DecodedChunk {
         })
     }
 
-    /// Bytes this chunk holds in memory (what the cache counts).
+    /// Bytes this member holds in memory (what the cache counts).
     pub fn weight(&self) -> u64 {
         self.text.capacity() as u64 + self.offsets.capacity() as u64 * 4
     }
@@ -91,12 +194,29 @@ pub struct CacheStats {
     pub evictions: u64,
     /// Bytes held now.
     pub bytes: u64,
-    /// Chunks held now.
+    /// Entries (objects and members) held now.
     pub entries: usize,
 }
 
+/// One cached thing.
+#[derive(Clone)]
+enum Entry {
+    Object(Arc<ChunkObject>),
+    Member(Arc<DecodedMember>),
+}
+
+impl Entry {
+    fn weight(&self) -> u64 {
+        match self {
+            Entry::Object(o) => o.weight(),
+            Entry::Member(m) => m.weight(),
+        }
+    }
+}
+
 struct Inner {
-    map: HashMap<String, (Arc<DecodedChunk>, u64)>,
+    /// Entry and the tick it was last used at.
+    map: HashMap<String, (Entry, u64)>,
     bytes: u64,
     tick: u64,
     stats: CacheStats,
@@ -131,17 +251,21 @@ impl ChunkCache {
         format!("{src}#{size_bytes}")
     }
 
-    /// The chunk under `key`, marking it recently used.
-    pub fn get(&self, key: &str) -> Option<Arc<DecodedChunk>> {
+    /// The cache key of member `k` of the object under `object_key`.
+    pub fn member_key(object_key: &str, k: usize) -> String {
+        format!("{object_key}#{k}")
+    }
+
+    fn get(&self, key: &str) -> Option<Entry> {
         let mut g = self.inner.lock().expect("not poisoned");
         g.tick += 1;
         let tick = g.tick;
         match g.map.get_mut(key) {
-            Some((c, used)) => {
+            Some((e, used)) => {
                 *used = tick;
-                let c = c.clone();
+                let e = e.clone();
                 g.stats.hits += 1;
-                Some(c)
+                Some(e)
             }
             None => {
                 g.stats.misses += 1;
@@ -150,16 +274,40 @@ impl ChunkCache {
         }
     }
 
-    /// Keeps `chunk` under `key`, evicting the least recently used chunks to stay in bounds.
-    pub fn insert(&self, key: String, chunk: Arc<DecodedChunk>) {
-        let w = chunk.weight();
+    /// The object under `key`, marking it recently used.
+    pub fn object(&self, key: &str) -> Option<Arc<ChunkObject>> {
+        match self.get(key)? {
+            Entry::Object(o) => Some(o),
+            Entry::Member(_) => None,
+        }
+    }
+
+    /// The member under `key`, marking it recently used.
+    pub fn member(&self, key: &str) -> Option<Arc<DecodedMember>> {
+        match self.get(key)? {
+            Entry::Member(m) => Some(m),
+            Entry::Object(_) => None,
+        }
+    }
+
+    pub fn insert_object(&self, key: String, object: Arc<ChunkObject>) {
+        self.insert(key, Entry::Object(object));
+    }
+
+    pub fn insert_member(&self, key: String, member: Arc<DecodedMember>) {
+        self.insert(key, Entry::Member(member));
+    }
+
+    /// Keeps `entry` under `key`, evicting the least recently used entries to stay in bounds.
+    fn insert(&self, key: String, entry: Entry) {
+        let w = entry.weight();
         if w > self.capacity {
             return;
         }
         let mut g = self.inner.lock().expect("not poisoned");
         g.tick += 1;
         let tick = g.tick;
-        if let Some((old, _)) = g.map.insert(key, (chunk, tick)) {
+        if let Some((old, _)) = g.map.insert(key, (entry, tick)) {
             g.bytes -= old.weight();
         }
         g.bytes += w;
@@ -172,8 +320,8 @@ impl ChunkCache {
             else {
                 break;
             };
-            if let Some((c, _)) = g.map.remove(&victim) {
-                g.bytes -= c.weight();
+            if let Some((e, _)) = g.map.remove(&victim) {
+                g.bytes -= e.weight();
                 g.stats.evictions += 1;
             }
         }
@@ -199,11 +347,12 @@ impl ChunkCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::ChunkWriter;
+    use crate::chunk::{ChunkWriter, MEMBER_BYTES};
     use crate::domain::{EpisodeId, LogLevel};
     use crate::model::LogEntry;
     use bson::DateTime;
     use bson::oid::ObjectId;
+    use std::io::Write;
 
     fn chunk(n: i64, start: i64) -> Vec<u8> {
         let mut w = ChunkWriter::new(1);
@@ -223,37 +372,87 @@ mod tests {
         w.finish().unwrap().bytes
     }
 
-    #[test]
-    fn decoded_lines_match_decode_chunk() {
-        let gz = chunk(50, 100);
-        let d = DecodedChunk::decode(&gz).unwrap();
-        let all = crate::chunk::decode_chunk(&gz).unwrap();
-        assert_eq!(d.len(), 50);
-        for (i, l) in all.iter().enumerate() {
-            assert_eq!(&d.line(i).unwrap(), l);
+    fn all_lines(o: &ChunkObject) -> Vec<ChunkLine> {
+        let mut out = Vec::new();
+        for k in 0..o.members().len() {
+            let m = o.decode_member(k).unwrap();
+            for i in m.lines() {
+                out.push(m.line(i).unwrap());
+            }
         }
+        out
+    }
+
+    #[test]
+    fn members_read_back_every_line_of_decode_chunk() {
+        // Large enough for several members.
+        let n = 3 * MEMBER_BYTES as i64 / 150;
+        let gz = chunk(n, 100);
+        let o = ChunkObject::new(gz.clone(), n as usize).unwrap();
+        assert!(o.is_indexed() && o.members().len() >= 3);
+        assert_eq!(all_lines(&o), crate::chunk::decode_chunk(&gz).unwrap());
+        // members_for picks exactly the members holding a range.
+        let ms = o.members();
+        let mid = ms[1].first_line;
+        assert_eq!(o.members_for(mid, mid + 1), 1..2);
+        assert_eq!(o.members_for(mid - 1, mid + 1), 0..2);
+        assert_eq!(o.members_for(0, n as usize), 0..ms.len());
+        assert_eq!(o.members_for(5, 5), 0..0);
+        // A record that disagrees with the index is refused.
+        assert!(ChunkObject::new(gz, n as usize + 1).is_err());
+    }
+
+    #[test]
+    fn an_object_without_an_index_is_one_member() {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(3));
+        let gz = chunk(10, 0);
+        let text = {
+            let mut t = Vec::new();
+            MultiGzDecoder::new(&gz[..]).read_to_end(&mut t).unwrap();
+            t
+        };
+        e.write_all(&text).unwrap();
+        let plain = e.finish().unwrap();
+        let o = ChunkObject::new(plain.clone(), 10).unwrap();
+        assert!(!o.is_indexed());
+        assert_eq!(o.members().len(), 1);
+        assert_eq!(all_lines(&o), crate::chunk::decode_chunk(&gz).unwrap());
+        // Its line count is checked against the record when it is inflated.
+        let wrong = ChunkObject::new(plain, 11).unwrap();
+        assert!(wrong.decode_member(0).is_err());
     }
 
     #[test]
     fn cache_stays_within_its_byte_bound_and_evicts_lru() {
-        let a = Arc::new(DecodedChunk::decode(&chunk(100, 0)).unwrap());
+        let o = ChunkObject::new(chunk(100, 0), 100).unwrap();
+        let a = Arc::new(o.decode_member(0).unwrap());
         let w = a.weight();
         let cache = ChunkCache::new(w * 2 + w / 2);
-        cache.insert("a".into(), a.clone());
-        cache.insert("b".into(), a.clone());
-        assert!(cache.get("a").is_some()); // a is now more recent than b
-        cache.insert("c".into(), a.clone());
+        cache.insert_member("a".into(), a.clone());
+        cache.insert_member("b".into(), a.clone());
+        assert!(cache.member("a").is_some()); // a is now more recent than b
+        cache.insert_member("c".into(), a.clone());
         let s = cache.stats();
         assert!(s.bytes <= cache.capacity(), "{s:?}");
         assert_eq!((s.entries, s.evictions), (2, 1));
-        assert!(cache.get("b").is_none(), "least recently used is evicted");
-        assert!(cache.get("a").is_some() && cache.get("c").is_some());
+        assert!(
+            cache.member("b").is_none(),
+            "least recently used is evicted"
+        );
+        assert!(cache.member("a").is_some() && cache.member("c").is_some());
+        assert!(cache.object("a").is_none(), "a member is not an object");
         let tiny = ChunkCache::new(w - 1);
-        tiny.insert("a".into(), a);
+        tiny.insert_member("a".into(), a);
         assert_eq!(
             tiny.stats().entries,
             0,
-            "a chunk over the bound is not kept"
+            "an entry over the bound is not kept"
         );
+        // Objects count their compressed bytes.
+        let o = Arc::new(o);
+        let cache = ChunkCache::new(o.weight());
+        cache.insert_object("o".into(), o.clone());
+        assert_eq!(cache.stats().bytes, o.weight());
+        assert!(cache.object("o").is_some());
     }
 }

@@ -132,6 +132,9 @@ pub struct ArchiveSettings {
     pub concurrency: usize,
     /// gzip level of the chunks, 0-9.
     pub gzip_level: u32,
+    /// Uncompressed JSONL per gzip member of a chunk (4 KiB - 256 MiB): a reader inflates only
+    /// the members holding the lines it wants.
+    pub member_bytes: usize,
     /// Seconds a flush waits for in-flight logs (a gap in the sequence) before it is dead-lettered.
     pub flush_wait_secs: u64,
     /// Address of `/metrics`, `/healthz`, `/readyz`; empty disables them.
@@ -276,6 +279,9 @@ impl Settings {
         }
         if self.archive.gzip_level > 9 {
             return bad("archive.gzip_level must be 0-9");
+        }
+        if !(4 << 10..=256 << 20).contains(&self.archive.member_bytes) {
+            return bad("archive.member_bytes must be 4096-268435456");
         }
         if self.archive.lease_secs == 0 || self.archive.concurrency == 0 {
             return bad("archive.lease_secs and archive.concurrency must be at least 1");

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::chunk::{ChunkError, ChunkLine, metadata_to_json};
-use crate::chunk_cache::{ChunkCache, DecodedChunk};
+use crate::chunk_cache::{ChunkCache, ChunkObject, DecodedMember};
 use crate::config::{QuerySettings, Settings};
 use crate::domain::{DomainError, EpisodeId, LogLevel};
 use crate::model::{LogChunk, LogEntry, LogMetadata};
@@ -932,49 +932,57 @@ impl<S: ObjectStore> QueryService<S> {
             } else {
                 c.start_sequence - 1
             };
-            let decoded = self.load_chunk(&c).await?;
-            self.touch(&c).await;
-            if decoded.len() as i64 != i64::from(c.log_count)
-                || c.end_sequence - c.start_sequence + 1 != i64::from(c.log_count)
-            {
+            if c.end_sequence - c.start_sequence + 1 != i64::from(c.log_count) {
                 return Err(QueryError::Inconsistent(format!(
-                    "chunk {} of {ep} has {} lines; its record says {}",
-                    c.chunk_number,
-                    decoded.len(),
-                    c.log_count
+                    "chunk {} of {ep} spans logs {}..={} but says it holds {}",
+                    c.chunk_number, c.start_sequence, c.end_sequence, c.log_count
                 )));
             }
+            let object = self.load_object(&c).await?;
+            self.touch(&c).await;
             let first = (lo.max(c.start_sequence) - c.start_sequence) as usize;
             let end = (hi.min(c.end_sequence + 1) - c.start_sequence) as usize;
-            let mut visit = |i: usize| -> Result<bool, QueryError> {
-                if !f.may_match_raw(decoded.raw_line(i)) {
-                    return Ok(false);
-                }
-                let line = decoded.line(i)?;
-                if line.sequence_number != c.start_sequence + i as i64 {
-                    return Err(QueryError::Inconsistent(format!(
-                        "chunk {} of {ep}: line {} holds log {}",
-                        c.chunk_number,
-                        i + 1,
-                        line.sequence_number
-                    )));
-                }
-                let r = LogRecord::from(line);
-                if f.matches_record(&r) {
-                    out.push(r);
-                }
-                Ok(out.len() >= target)
-            };
-            if order == Order::Asc {
-                for i in first..end {
-                    if visit(i)? {
-                        return Ok(());
-                    }
-                }
+            // Only the members holding lines first..end are inflated, in the order read.
+            let members = object.members_for(first, end);
+            let members: Vec<usize> = if order == Order::Asc {
+                members.collect()
             } else {
-                for i in (first..end).rev() {
-                    if visit(i)? {
-                        return Ok(());
+                members.rev().collect()
+            };
+            for k in members {
+                let m = self.load_member(&c, &object, k).await?;
+                let lines = m.lines();
+                let (a, b) = (first.max(lines.start), end.min(lines.end));
+                let mut visit = |i: usize| -> Result<bool, QueryError> {
+                    if !f.may_match_raw(m.raw_line(i)) {
+                        return Ok(false);
+                    }
+                    let line = m.line(i)?;
+                    if line.sequence_number != c.start_sequence + i as i64 {
+                        return Err(QueryError::Inconsistent(format!(
+                            "chunk {} of {ep}: line {} holds log {}",
+                            c.chunk_number,
+                            i + 1,
+                            line.sequence_number
+                        )));
+                    }
+                    let r = LogRecord::from(line);
+                    if f.matches_record(&r) {
+                        out.push(r);
+                    }
+                    Ok(out.len() >= target)
+                };
+                if order == Order::Asc {
+                    for i in a..b {
+                        if visit(i)? {
+                            return Ok(());
+                        }
+                    }
+                } else {
+                    for i in (a..b).rev() {
+                        if visit(i)? {
+                            return Ok(());
+                        }
                     }
                 }
             }
@@ -994,11 +1002,11 @@ impl<S: ObjectStore> QueryService<S> {
         Ok(())
     }
 
-    /// The decoded chunk, from the cache or from S3.
-    async fn load_chunk(&self, c: &LogChunk) -> Result<Arc<DecodedChunk>, QueryError> {
+    /// A committed chunk's object with its member index, from the cache or from S3.
+    async fn load_object(&self, c: &LogChunk) -> Result<Arc<ChunkObject>, QueryError> {
         let key = ChunkCache::key(&c.src, c.size_bytes);
-        if let Some(d) = self.cache.get(&key) {
-            return Ok(d);
+        if let Some(o) = self.cache.object(&key) {
+            return Ok(o);
         }
         let bytes = self.objects.get(&c.src).await?;
         if bytes.len() as i64 != c.size_bytes {
@@ -1009,13 +1017,33 @@ impl<S: ObjectStore> QueryService<S> {
                 c.size_bytes
             )));
         }
-        let decoded = tokio::task::spawn_blocking(move || DecodedChunk::decode(&bytes))
+        let object = ChunkObject::new(bytes, c.log_count as usize)
+            .map_err(|e| QueryError::Inconsistent(format!("chunk object {}: {e}", c.src)))?;
+        let object = Arc::new(object);
+        self.cache.insert_object(key, object.clone());
+        tracing::debug!(src = %c.src, members = object.members().len(), indexed = object.is_indexed(), "chunk object loaded");
+        Ok(object)
+    }
+
+    /// Member `k` of a chunk object, inflated, from the cache or inflated now (off the async
+    /// threads).
+    async fn load_member(
+        &self,
+        c: &LogChunk,
+        object: &Arc<ChunkObject>,
+        k: usize,
+    ) -> Result<Arc<DecodedMember>, QueryError> {
+        let key = ChunkCache::member_key(&ChunkCache::key(&c.src, c.size_bytes), k);
+        if let Some(m) = self.cache.member(&key) {
+            return Ok(m);
+        }
+        let o = object.clone();
+        let member = tokio::task::spawn_blocking(move || o.decode_member(k))
             .await
             .map_err(|e| ChunkError::Io(std::io::Error::other(e)))??;
-        let decoded = Arc::new(decoded);
-        self.cache.insert(key, decoded.clone());
-        tracing::debug!(src = %c.src, lines = decoded.len(), "chunk loaded");
-        Ok(decoded)
+        let member = Arc::new(member);
+        self.cache.insert_member(key, member.clone());
+        Ok(member)
     }
 
     /// Writes `lastAccessed = now` on a committed chunk's record, unless it (or this process)
