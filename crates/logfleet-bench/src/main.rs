@@ -72,7 +72,7 @@ impl Sizes {
             ingest_rounds: 5,
             ingest_episodes: 4,
             chunk_logs: 50_000,
-            chunk_reps: 5,
+            chunk_reps: 11,
             archive_chunk: 50_000,
             mem_prefetch: 500,
             scaling_logs_per_episode: 5_000,

@@ -132,16 +132,23 @@ pub const MEMBER_BYTES: usize = 1 << 20;
 
 /// Encodes LogEntries, in sequence order, into gzip-compressed JSONL.
 ///
-/// Lines are serialized into one buffer; `finish` cuts it at line boundaries into members of
-/// about [`MEMBER_BYTES`] (or what [`ChunkWriter::with_member_bytes`] sets), compresses them in parallel (one thread per core, at most 4), and
-/// concatenates them. Each member is a complete gzip member (RFC 1952 allows several in a file,
-/// as `pigz` and BGZF write; `gunzip`, `zcat` and [`decode_chunk`] read them as one stream) whose
-/// header carries a member index entry in its extra field (see [`member_index`]).
+/// Lines are serialized into the current member's buffer; when it reaches about
+/// [`MEMBER_BYTES`] (or what [`ChunkWriter::with_member_bytes`] sets) it is sealed at that line
+/// boundary and handed to a small pool of compression threads (one per core, at most 4) while
+/// serialization goes on, so compression overlaps serialization and at most a few members of
+/// JSONL are held at once, whatever the chunk's size. `finish` compresses the last member and
+/// concatenates them in order. Each member is a complete gzip member (RFC 1952 allows several in
+/// a file, as `pigz` and BGZF write; `gunzip`, `zcat` and [`decode_chunk`] read them as one
+/// stream) whose header carries a member index entry in its extra field (see [`member_index`]).
 pub struct ChunkWriter {
-    /// The uncompressed JSON Lines so far.
-    jsonl: Vec<u8>,
-    /// Offset where each line starts, to split the buffer at line boundaries.
-    line_starts: Vec<usize>,
+    /// The uncompressed JSON Lines of the member being filled.
+    current: Vec<u8>,
+    /// Index in the chunk of the current member's first line.
+    current_first: usize,
+    /// Sealed members, compressed in order ([`Self::finish`] joins them).
+    sealed: Vec<Sealed>,
+    /// The compression threads, started when the first member is sealed.
+    pool: Option<CompressPool>,
     gzip_level: u32,
     /// Uncompressed bytes per gzip member ([`MEMBER_BYTES`] unless set).
     member_bytes: usize,
@@ -154,11 +161,63 @@ pub struct ChunkWriter {
     uncompressed_bytes: u64,
 }
 
+/// A sealed member: compressed already, or on its way through the pool.
+enum Sealed {
+    Done(Vec<u8>),
+    Pending(std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>),
+}
+
+/// One member to compress, with where to send the result.
+struct Job {
+    jsonl: Vec<u8>,
+    first_line: u32,
+    lines: u32,
+    reply: std::sync::mpsc::SyncSender<std::io::Result<Vec<u8>>>,
+}
+
+/// Compression threads fed through a bounded queue: a full queue makes `push` wait, which
+/// bounds the JSONL held to (threads + queue + 1) members.
+struct CompressPool {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl CompressPool {
+    fn start(threads: usize, level: Compression) -> Self {
+        let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(threads);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for _ in 0..threads {
+            let rx = rx.clone();
+            // Threads end when the writer (the only sender) is finished or dropped.
+            std::thread::spawn(move || {
+                loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    let out = gzip_member(&job.jsonl, job.first_line, job.lines, level);
+                    let _ = job.reply.send(out);
+                }
+            });
+        }
+        Self { jobs }
+    }
+}
+
+/// Compression threads a writer uses: one per core, at most 4.
+fn compress_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+}
+
 impl ChunkWriter {
     pub fn new(gzip_level: u32) -> Self {
         Self {
-            jsonl: Vec::with_capacity(1 << 20),
-            line_starts: Vec::new(),
+            current: Vec::new(),
+            current_first: 0,
+            sealed: Vec::new(),
+            pool: None,
             gzip_level,
             member_bytes: MEMBER_BYTES,
             count: 0,
@@ -187,8 +246,12 @@ impl ChunkWriter {
                 got: e.sequence_number,
             });
         }
-        let start = self.jsonl.len();
-        self.line_starts.push(start);
+        if self.current.capacity() == 0 {
+            // A member's buffer: its target plus room for the line that crosses it.
+            self.current
+                .reserve(self.member_bytes.min(MEMBER_BYTES * 4) + 4096);
+        }
+        let start = self.current.len();
         let out = LineOut {
             id: e.id.to_hex(),
             episode_id: e.episode_id.as_str(),
@@ -199,14 +262,50 @@ impl ChunkWriter {
             sequence_number: e.sequence_number,
             created_at: rfc3339_ms(e.created_at),
         };
-        serde_json::to_writer(&mut self.jsonl, &out).map_err(std::io::Error::other)?;
-        self.jsonl.push(b'\n');
-        self.uncompressed_bytes += (self.jsonl.len() - start) as u64;
+        serde_json::to_writer(&mut self.current, &out).map_err(std::io::Error::other)?;
+        self.current.push(b'\n');
+        self.uncompressed_bytes += (self.current.len() - start) as u64;
         self.count += 1;
         self.end_sequence = e.sequence_number;
         self.start_time = self.start_time.min(e.timestamp);
         self.end_time = self.end_time.max(e.timestamp);
         self.logical_bytes += e.size();
+        if self.current.len() >= self.member_bytes {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the current member and hands it to the compression threads.
+    fn seal(&mut self) -> Result<(), ChunkError> {
+        let lines = self.count as usize - self.current_first;
+        let (first_line, lines) = (
+            u32::try_from(self.current_first).map_err(std::io::Error::other)?,
+            u32::try_from(lines).map_err(std::io::Error::other)?,
+        );
+        let jsonl = std::mem::take(&mut self.current);
+        self.current_first = self.count as usize;
+        let level = Compression::new(self.gzip_level);
+        let pool = self
+            .pool
+            .get_or_insert_with(|| CompressPool::start(compress_threads(), level));
+        let (reply, rx) = std::sync::mpsc::sync_channel(1);
+        let job = Job {
+            jsonl,
+            first_line,
+            lines,
+            reply,
+        };
+        match pool.jobs.send(job) {
+            Ok(()) => self.sealed.push(Sealed::Pending(rx)),
+            // No thread left to take it (cannot happen unless one panicked): compress here.
+            Err(std::sync::mpsc::SendError(job)) => self.sealed.push(Sealed::Done(gzip_member(
+                &job.jsonl,
+                job.first_line,
+                job.lines,
+                level,
+            )?)),
+        }
         Ok(())
     }
 
@@ -218,66 +317,33 @@ impl ChunkWriter {
         self.count == 0
     }
 
-    pub fn finish(self) -> Result<EncodedChunk, ChunkError> {
+    pub fn finish(mut self) -> Result<EncodedChunk, ChunkError> {
         if self.count == 0 {
             return Err(ChunkError::Empty);
         }
-        // Cut at line boundaries: a member ends at the first line start at or past
-        // MEMBER_BYTES from its own start. `pieces` holds (first line, end line) pairs.
-        let n = self.line_starts.len();
-        let mut pieces: Vec<(usize, usize)> = Vec::new();
-        let mut first = 0;
-        for (i, &s) in self.line_starts.iter().enumerate().skip(1) {
-            if s - self.line_starts[first] >= self.member_bytes {
-                pieces.push((first, i));
-                first = i;
-            }
+        if !self.current.is_empty() {
+            // The last member is compressed here, beside the threads' last ones.
+            let lines = self.count as usize - self.current_first;
+            let last = gzip_member(
+                &self.current,
+                u32::try_from(self.current_first).map_err(std::io::Error::other)?,
+                u32::try_from(lines).map_err(std::io::Error::other)?,
+                Compression::new(self.gzip_level),
+            )?;
+            self.sealed.push(Sealed::Done(last));
         }
-        pieces.push((first, n));
-        let byte_range = |&(a, b): &(usize, usize)| {
-            let end = self.line_starts.get(b).copied().unwrap_or(self.jsonl.len());
-            (self.line_starts[a], end)
-        };
-        let level = Compression::new(self.gzip_level);
-        let compress = |piece: &(usize, usize)| -> std::io::Result<Vec<u8>> {
-            let (s, e) = byte_range(piece);
-            let lines = u32::try_from(piece.1 - piece.0).map_err(std::io::Error::other)?;
-            let first = u32::try_from(piece.0).map_err(std::io::Error::other)?;
-            gzip_member(&self.jsonl[s..e], first, lines, level)
-        };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 4)
-            .min(pieces.len());
-        let members: Vec<Vec<u8>> = if threads == 1 {
-            pieces
-                .iter()
-                .map(compress)
-                .collect::<std::io::Result<_>>()?
-        } else {
-            // Each thread takes the next piece not taken yet; results keep their places.
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let done: Vec<std::sync::Mutex<Option<std::io::Result<Vec<u8>>>>> =
-                pieces.iter().map(|_| std::sync::Mutex::new(None)).collect();
-            std::thread::scope(|scope| {
-                for _ in 0..threads {
-                    scope.spawn(|| {
-                        loop {
-                            let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(piece) = pieces.get(k) else { break };
-                            *done[k].lock().expect("not poisoned") = Some(compress(piece));
-                        }
-                    });
-                }
-            });
-            done.into_iter()
-                .map(|m| {
-                    m.into_inner().expect("not poisoned").unwrap_or_else(|| {
-                        Err(std::io::Error::other("compression thread panicked"))
-                    })
-                })
-                .collect::<std::io::Result<_>>()?
-        };
+        self.pool = None;
+        let members = std::mem::take(&mut self.sealed)
+            .into_iter()
+            .map(|m| match m {
+                Sealed::Done(b) => Ok(b),
+                Sealed::Pending(rx) => rx.recv().unwrap_or_else(|_| {
+                    Err(std::io::Error::other(
+                        "a compression thread ended without its member",
+                    ))
+                }),
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
         Ok(EncodedChunk {
             bytes: members.concat(),
             log_count: self.count,
@@ -568,6 +634,32 @@ mod tests {
             .read_to_end(&mut ours)
             .unwrap();
         assert_eq!(out.stdout, ours);
+    }
+
+    #[test]
+    fn many_small_members_come_back_in_order_and_an_unfinished_writer_just_drops() {
+        let entries: Vec<_> = (0..3_000).map(|i| entry(i, i, None)).collect();
+        let mut w = ChunkWriter::new(1).with_member_bytes(1_000);
+        for e in &entries {
+            w.push(e).unwrap();
+        }
+        let c = w.finish().unwrap();
+        let index = member_index(&c.bytes).unwrap();
+        assert!(index.len() > 100, "{} members", index.len());
+        let lines = decode_chunk(&c.bytes).unwrap();
+        assert_eq!(lines.len(), 3_000);
+        assert!(
+            lines
+                .iter()
+                .enumerate()
+                .all(|(i, l)| l.sequence_number == i as i64 && l.id == entries[i].id.to_hex())
+        );
+        // A writer dropped halfway (an archive run that failed) leaves nothing behind to wait on.
+        let mut w = ChunkWriter::new(1).with_member_bytes(1_000);
+        for e in &entries[..500] {
+            w.push(e).unwrap();
+        }
+        drop(w);
     }
 
     #[test]
