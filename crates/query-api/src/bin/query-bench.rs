@@ -124,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
     let svc = QueryService::connect(&s).await?;
     let chunk = store.chunk_of(&ep, 0).await?.context("chunk 0 recorded")?;
     let objects = logfleet::s3::S3ObjectStore::connect(&s.s3).await?;
-    let runs = 21;
+    let runs = 41;
 
     let q = LogQuery {
         episode: ep.clone(),
@@ -136,12 +136,14 @@ async fn main() -> anyhow::Result<()> {
     // Floor (GetObject + gunzip) and cold page (empty cache), alternating, so both see the
     // same machine; a warm-up round of each first.
     let mut floor = Vec::new();
+    let mut floor_get = Vec::new();
     let mut cold = Vec::new();
     let mut ratios = Vec::new();
     let mut text_len = 0;
     for round in 0..=runs {
         let t = Instant::now();
         let gz = objects.get(&chunk.src).await?;
+        let g = t.elapsed();
         let mut text = Vec::with_capacity(gz.len() * 8);
         flate2::read::MultiGzDecoder::new(&gz[..]).read_to_end(&mut text)?;
         let f = t.elapsed();
@@ -156,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
         }
         if round > 0 {
             floor.push(f);
+            floor_get.push(g);
             cold.push(c);
             ratios.push(c.as_secs_f64() / f.as_secs_f64());
         }
@@ -243,6 +246,12 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "floor  GetObject + gunzip of the chunk          median {:7.2} ms  (n={runs})",
         ms(f)
+    );
+    println!(
+        "  of which: GetObject                         median {:7.2} ms  (min {:.2} ms, max {:.2} ms)",
+        ms(median(floor_get.clone())),
+        ms(pct(floor_get.clone(), 0.0)),
+        ms(pct(floor_get, 1.0))
     );
     println!(
         "cold   page of {PAGE} from the chunk, cache empty  median {:7.2} ms  ratio {:.2}x of the floor (goal <= 1.5x); median of paired ratios {:.2}x",
