@@ -23,7 +23,7 @@ use logfleet::domain::{EpisodeId, LogLevel};
 use logfleet::ingest::IngestOptions;
 use logfleet::query::{LogFilter, LogQuery, Order, QueryService};
 use logfleet::s3::ObjectStore;
-use logfleet_tests::{SentLog, StoredLog, TestEnv, batch_body, make_logs};
+use logfleet_tests::{SentLog, StoredLog, TestEnv, batch_body, make_logs, metric_value};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -281,6 +281,7 @@ async fn reads_across_both_tiers() {
     let stored = snap.all_logs();
     // Each chunk is indexed gzip members, several of them (the reads below inflate only the
     // members they need).
+    let mut indexes = Vec::new();
     for c in &snap.chunks {
         let bytes = env.objects.get(&c.src).await.unwrap();
         let index = logfleet::chunk::member_index(&bytes).expect("an indexed chunk");
@@ -290,7 +291,9 @@ async fn reads_across_both_tiers() {
             c.chunk_number,
             index.len()
         );
+        indexes.push(index);
     }
+    let total_members: usize = indexes.iter().map(Vec::len).sum();
     // A cold read of one log inflates one member: the cache then holds the object and that
     // member, nothing else.
     let svc = QueryService::connect(&env.settings).await.unwrap();
@@ -321,6 +324,37 @@ async fn reads_across_both_tiers() {
         .unwrap();
     assert_eq!(last.logs[0].message, stored[1_999].log.message);
     assert_eq!(svc.cache().stats().entries, 3, "{:?}", svc.cache().stats());
+    // Eight readers missing the same page at once share one GetObject and one inflation of
+    // each member the page needs.
+    let fresh = Arc::new(QueryService::connect(&env.settings).await.unwrap());
+    let page_q = LogQuery {
+        episode: EpisodeId::parse(ep).unwrap(),
+        filter: LogFilter::default(),
+        order: Order::Asc,
+        cursor: Some(300),
+        limit: 200,
+    };
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (svc, q) = (fresh.clone(), page_q.clone());
+            tokio::spawn(async move { svc.read_page(&q).await.unwrap() })
+        })
+        .collect();
+    for r in readers {
+        let page = r.await.unwrap();
+        let seqs: Vec<i64> = page.logs.iter().map(|l| l.sequence_number).collect();
+        assert_eq!(seqs, (300..500).collect::<Vec<_>>());
+    }
+    let needed = indexes[0]
+        .iter()
+        .filter(|m| m.first_line < 500 && m.first_line + m.lines > 300)
+        .count();
+    let st = fresh.cache().stats();
+    assert_eq!(
+        (st.object_loads, st.member_loads),
+        (1, needed as u64),
+        "{st:?}"
+    );
 
     let api = Api::start(&env.settings).await;
     let c = reqwest::Client::new();
@@ -544,6 +578,28 @@ async fn reads_across_both_tiers() {
         get(&c, &format!("{base}/v1/episodes/{ep}/stats")).await.0,
         200
     );
+
+    // Every read above went through one cache large enough for the episode: each chunk object
+    // was fetched from S3 once and each member inflated once, and /metrics says so.
+    let text = c
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric_value(&text, "logfleet_query_chunk_objects_fetched_total"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "logfleet_query_chunk_members_inflated_total"),
+        Some(total_members as f64)
+    );
+    assert!(metric_value(&text, "logfleet_query_cache_hits_total").unwrap() > 100.0);
+    assert!(metric_value(&text, "logfleet_query_cache_bytes").unwrap() > 0.0);
 
     // Bad input: a 4xx with a clear message.
     for (url, status, says) in [

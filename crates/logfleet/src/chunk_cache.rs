@@ -14,6 +14,7 @@
 //! entry larger than the whole cache is served but not kept. Eviction is least-recently-used.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
@@ -196,6 +197,10 @@ pub struct CacheStats {
     pub bytes: u64,
     /// Entries (objects and members) held now.
     pub entries: usize,
+    /// Chunk objects fetched (each miss that loaded, not those that waited for another's load).
+    pub object_loads: u64,
+    /// Members inflated.
+    pub member_loads: u64,
 }
 
 /// One cached thing.
@@ -222,10 +227,15 @@ struct Inner {
     stats: CacheStats,
 }
 
+/// A load in progress: concurrent misses on one key wait for it instead of loading again.
+type Loading = Arc<tokio::sync::OnceCell<Entry>>;
+
 /// The byte-bounded LRU cache. Cheap to share behind an `Arc`.
 pub struct ChunkCache {
     capacity: u64,
     inner: Mutex<Inner>,
+    /// Loads in progress by key (one GetObject per chunk however many readers miss at once).
+    loading: Mutex<HashMap<String, Loading>>,
 }
 
 impl ChunkCache {
@@ -239,6 +249,7 @@ impl ChunkCache {
                 tick: 0,
                 stats: CacheStats::default(),
             }),
+            loading: Mutex::new(HashMap::new()),
         }
     }
 
@@ -288,6 +299,85 @@ impl ChunkCache {
             Entry::Member(m) => Some(m),
             Entry::Object(_) => None,
         }
+    }
+
+    /// The object under `key`, or `load`s it: concurrent callers missing the same key share one
+    /// load. A failed load is retried by the next caller.
+    pub async fn object_or_load<E, Fut>(
+        &self,
+        key: &str,
+        load: impl FnOnce() -> Fut,
+    ) -> Result<Arc<ChunkObject>, E>
+    where
+        Fut: Future<Output = Result<ChunkObject, E>>,
+    {
+        if let Some(o) = self.object(key) {
+            return Ok(o);
+        }
+        let e = self
+            .load_once(key, || async {
+                let o = load().await?;
+                self.inner.lock().expect("not poisoned").stats.object_loads += 1;
+                Ok(Entry::Object(Arc::new(o)))
+            })
+            .await?;
+        match e {
+            Entry::Object(o) => Ok(o),
+            Entry::Member(_) => unreachable!("object keys hold objects"),
+        }
+    }
+
+    /// The member under `key`, or `load`s it, as [`Self::object_or_load`].
+    pub async fn member_or_load<E, Fut>(
+        &self,
+        key: &str,
+        load: impl FnOnce() -> Fut,
+    ) -> Result<Arc<DecodedMember>, E>
+    where
+        Fut: Future<Output = Result<DecodedMember, E>>,
+    {
+        if let Some(m) = self.member(key) {
+            return Ok(m);
+        }
+        let e = self
+            .load_once(key, || async {
+                let m = load().await?;
+                self.inner.lock().expect("not poisoned").stats.member_loads += 1;
+                Ok(Entry::Member(Arc::new(m)))
+            })
+            .await?;
+        match e {
+            Entry::Member(m) => Ok(m),
+            Entry::Object(_) => unreachable!("member keys hold members"),
+        }
+    }
+
+    /// Runs `load` for `key` unless a load of it is in progress, whose result it then shares;
+    /// keeps the result in the cache.
+    async fn load_once<E, Fut>(&self, key: &str, load: impl FnOnce() -> Fut) -> Result<Entry, E>
+    where
+        Fut: Future<Output = Result<Entry, E>>,
+    {
+        let cell: Loading = self
+            .loading
+            .lock()
+            .expect("not poisoned")
+            .entry(key.to_owned())
+            .or_default()
+            .clone();
+        let out = cell
+            .get_or_try_init(|| async {
+                let e = load().await?;
+                self.insert(key.to_owned(), e.clone());
+                Ok(e)
+            })
+            .await
+            .cloned();
+        let mut loading = self.loading.lock().expect("not poisoned");
+        if loading.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            loading.remove(key);
+        }
+        out
     }
 
     pub fn insert_object(&self, key: String, object: Arc<ChunkObject>) {
@@ -454,5 +544,38 @@ mod tests {
         cache.insert_object("o".into(), o.clone());
         assert_eq!(cache.stats().bytes, o.weight());
         assert!(cache.object("o").is_some());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_misses_share_one_load_and_a_failed_load_is_retried() {
+        let gz = chunk(50, 0);
+        let cache = Arc::new(ChunkCache::new(1 << 20));
+        let failed: Result<Arc<ChunkObject>, &str> = cache
+            .object_or_load("k", || async { Err("S3 said no") })
+            .await;
+        assert_eq!(failed.unwrap_err(), "S3 said no");
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, gz, started) = (cache.clone(), gz.clone(), started.clone());
+                tokio::spawn(async move {
+                    cache
+                        .object_or_load("k", || async move {
+                            started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            // Readers arrive while it runs (one arriving later hits the
+                            // cache): either way, one load.
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                            ChunkObject::new(gz, 50).map_err(|_| "bad chunk")
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap().members().len(), 1);
+        }
+        assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let st = cache.stats();
+        assert_eq!((st.object_loads, st.entries), (1, 1), "{st:?}");
     }
 }

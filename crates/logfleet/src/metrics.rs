@@ -184,6 +184,36 @@ pub struct QueryMetrics {
     pub requests: IntCounterVec,
     /// Time to the response head, by route template.
     pub request_seconds: prometheus::HistogramVec,
+    /// Chunk cache figures, copied from [`crate::chunk_cache::CacheStats`] at each scrape.
+    pub cache_bytes: IntGauge,
+    pub cache_entries: IntGauge,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_evictions: IntCounter,
+    /// Chunk objects fetched from S3.
+    pub chunk_objects_fetched: IntCounter,
+    /// Chunk gzip members inflated.
+    pub chunk_members_inflated: IntCounter,
+    /// Serializes scrapes, so counters advance by exact differences.
+    scrape: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+impl QueryMetrics {
+    /// Brings the cache figures up to `s` (counters only ever move forward).
+    pub fn observe_cache(&self, s: &crate::chunk_cache::CacheStats) {
+        let _one = self.scrape.lock().expect("not poisoned");
+        self.cache_bytes.set(s.bytes as i64);
+        self.cache_entries.set(s.entries as i64);
+        for (c, v) in [
+            (&self.cache_hits, s.hits),
+            (&self.cache_misses, s.misses),
+            (&self.cache_evictions, s.evictions),
+            (&self.chunk_objects_fetched, s.object_loads),
+            (&self.chunk_members_inflated, s.member_loads),
+        ] {
+            c.inc_by(v.saturating_sub(c.get()));
+        }
+    }
 }
 
 impl Default for QueryMetrics {
@@ -205,6 +235,30 @@ impl Default for QueryMetrics {
         r.register(Box::new(request_seconds.clone()))
             .expect("unique metric");
         Self {
+            cache_bytes: gauge(&r, "cache_bytes", "Bytes held by the chunk cache"),
+            cache_entries: gauge(
+                &r,
+                "cache_entries",
+                "Chunk objects and inflated members held by the cache",
+            ),
+            cache_hits: counter(&r, "cache_hits_total", "Chunk cache lookups that hit"),
+            cache_misses: counter(&r, "cache_misses_total", "Chunk cache lookups that missed"),
+            cache_evictions: counter(
+                &r,
+                "cache_evictions_total",
+                "Entries evicted to stay within query.cache_bytes",
+            ),
+            chunk_objects_fetched: counter(
+                &r,
+                "chunk_objects_fetched_total",
+                "Chunk objects fetched from S3",
+            ),
+            chunk_members_inflated: counter(
+                &r,
+                "chunk_members_inflated_total",
+                "Chunk gzip members inflated",
+            ),
+            scrape: Default::default(),
             registry: r,
             requests,
             request_seconds,

@@ -1002,31 +1002,32 @@ impl<S: ObjectStore> QueryService<S> {
         Ok(())
     }
 
-    /// A committed chunk's object with its member index, from the cache or from S3.
+    /// A committed chunk's object with its member index, from the cache or from S3 (one
+    /// GetObject however many readers miss it at once).
     async fn load_object(&self, c: &LogChunk) -> Result<Arc<ChunkObject>, QueryError> {
         let key = ChunkCache::key(&c.src, c.size_bytes);
-        if let Some(o) = self.cache.object(&key) {
-            return Ok(o);
-        }
-        let bytes = self.objects.get(&c.src).await?;
-        if bytes.len() as i64 != c.size_bytes {
-            return Err(QueryError::Inconsistent(format!(
-                "chunk object {} is {} bytes; its record says {}",
-                c.src,
-                bytes.len(),
-                c.size_bytes
-            )));
-        }
-        let object = ChunkObject::new(bytes, c.log_count as usize)
-            .map_err(|e| QueryError::Inconsistent(format!("chunk object {}: {e}", c.src)))?;
-        let object = Arc::new(object);
-        self.cache.insert_object(key, object.clone());
-        tracing::debug!(src = %c.src, members = object.members().len(), indexed = object.is_indexed(), "chunk object loaded");
-        Ok(object)
+        self.cache
+            .object_or_load(&key, || async {
+                let bytes = self.objects.get(&c.src).await?;
+                if bytes.len() as i64 != c.size_bytes {
+                    return Err(QueryError::Inconsistent(format!(
+                        "chunk object {} is {} bytes; its record says {}",
+                        c.src,
+                        bytes.len(),
+                        c.size_bytes
+                    )));
+                }
+                let object = ChunkObject::new(bytes, c.log_count as usize).map_err(|e| {
+                    QueryError::Inconsistent(format!("chunk object {}: {e}", c.src))
+                })?;
+                tracing::debug!(src = %c.src, members = object.members().len(), indexed = object.is_indexed(), "chunk object loaded");
+                Ok(object)
+            })
+            .await
     }
 
     /// Member `k` of a chunk object, inflated, from the cache or inflated now (off the async
-    /// threads).
+    /// threads; once however many readers miss it at once).
     async fn load_member(
         &self,
         c: &LogChunk,
@@ -1034,16 +1035,15 @@ impl<S: ObjectStore> QueryService<S> {
         k: usize,
     ) -> Result<Arc<DecodedMember>, QueryError> {
         let key = ChunkCache::member_key(&ChunkCache::key(&c.src, c.size_bytes), k);
-        if let Some(m) = self.cache.member(&key) {
-            return Ok(m);
-        }
-        let o = object.clone();
-        let member = tokio::task::spawn_blocking(move || o.decode_member(k))
+        self.cache
+            .member_or_load(&key, || async {
+                let o = object.clone();
+                let member = tokio::task::spawn_blocking(move || o.decode_member(k))
+                    .await
+                    .map_err(|e| ChunkError::Io(std::io::Error::other(e)))??;
+                Ok::<_, QueryError>(member)
+            })
             .await
-            .map_err(|e| ChunkError::Io(std::io::Error::other(e)))??;
-        let member = Arc::new(member);
-        self.cache.insert_member(key, member.clone());
-        Ok(member)
     }
 
     /// Writes `lastAccessed = now` on a committed chunk's record, unless it (or this process)

@@ -141,6 +141,7 @@ async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> R
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    st.metrics.observe_cache(&st.svc.cache().stats());
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         logfleet::metrics::render(&st.metrics.registry),
