@@ -203,9 +203,47 @@ pub struct CacheStats {
     pub member_loads: u64,
 }
 
+/// What the cache holds: chunk objects and inflated members.
+pub(crate) trait Cached: Sized {
+    fn into_entry(v: Arc<Self>) -> Entry;
+    fn from_entry(e: Entry) -> Option<Arc<Self>>;
+    /// Counts one load of this kind.
+    fn count_load(stats: &mut CacheStats);
+}
+
+impl Cached for ChunkObject {
+    fn into_entry(v: Arc<Self>) -> Entry {
+        Entry::Object(v)
+    }
+    fn from_entry(e: Entry) -> Option<Arc<Self>> {
+        match e {
+            Entry::Object(o) => Some(o),
+            Entry::Member(_) => None,
+        }
+    }
+    fn count_load(stats: &mut CacheStats) {
+        stats.object_loads += 1;
+    }
+}
+
+impl Cached for DecodedMember {
+    fn into_entry(v: Arc<Self>) -> Entry {
+        Entry::Member(v)
+    }
+    fn from_entry(e: Entry) -> Option<Arc<Self>> {
+        match e {
+            Entry::Member(m) => Some(m),
+            Entry::Object(_) => None,
+        }
+    }
+    fn count_load(stats: &mut CacheStats) {
+        stats.member_loads += 1;
+    }
+}
+
 /// One cached thing.
 #[derive(Clone)]
-enum Entry {
+pub(crate) enum Entry {
     Object(Arc<ChunkObject>),
     Member(Arc<DecodedMember>),
 }
@@ -287,69 +325,35 @@ impl ChunkCache {
 
     /// The object under `key`, marking it recently used.
     pub fn object(&self, key: &str) -> Option<Arc<ChunkObject>> {
-        match self.get(key)? {
-            Entry::Object(o) => Some(o),
-            Entry::Member(_) => None,
-        }
+        self.get(key).and_then(ChunkObject::from_entry)
     }
 
     /// The member under `key`, marking it recently used.
     pub fn member(&self, key: &str) -> Option<Arc<DecodedMember>> {
-        match self.get(key)? {
-            Entry::Member(m) => Some(m),
-            Entry::Object(_) => None,
-        }
+        self.get(key).and_then(DecodedMember::from_entry)
     }
 
-    /// The object under `key`, or `load`s it: concurrent callers missing the same key share one
-    /// load. A failed load is retried by the next caller.
-    pub async fn object_or_load<E, Fut>(
+    /// The object or member under `key`, or `load`s it: concurrent callers missing the same
+    /// key share one load. A failed load is retried by the next caller.
+    pub(crate) async fn get_or_load<T: Cached, E, Fut>(
         &self,
         key: &str,
         load: impl FnOnce() -> Fut,
-    ) -> Result<Arc<ChunkObject>, E>
+    ) -> Result<Arc<T>, E>
     where
-        Fut: Future<Output = Result<ChunkObject, E>>,
+        Fut: Future<Output = Result<T, E>>,
     {
-        if let Some(o) = self.object(key) {
-            return Ok(o);
+        if let Some(v) = self.get(key).and_then(T::from_entry) {
+            return Ok(v);
         }
         let e = self
             .load_once(key, || async {
-                let o = load().await?;
-                self.inner.lock().expect("not poisoned").stats.object_loads += 1;
-                Ok(Entry::Object(Arc::new(o)))
+                let v = load().await?;
+                T::count_load(&mut self.inner.lock().expect("not poisoned").stats);
+                Ok(T::into_entry(Arc::new(v)))
             })
             .await?;
-        match e {
-            Entry::Object(o) => Ok(o),
-            Entry::Member(_) => unreachable!("object keys hold objects"),
-        }
-    }
-
-    /// The member under `key`, or `load`s it, as [`Self::object_or_load`].
-    pub async fn member_or_load<E, Fut>(
-        &self,
-        key: &str,
-        load: impl FnOnce() -> Fut,
-    ) -> Result<Arc<DecodedMember>, E>
-    where
-        Fut: Future<Output = Result<DecodedMember, E>>,
-    {
-        if let Some(m) = self.member(key) {
-            return Ok(m);
-        }
-        let e = self
-            .load_once(key, || async {
-                let m = load().await?;
-                self.inner.lock().expect("not poisoned").stats.member_loads += 1;
-                Ok(Entry::Member(Arc::new(m)))
-            })
-            .await?;
-        match e {
-            Entry::Member(m) => Ok(m),
-            Entry::Object(_) => unreachable!("member keys hold members"),
-        }
+        Ok(T::from_entry(e).expect("a key holds one kind of value"))
     }
 
     /// Runs `load` for `key` unless a load of it is in progress, whose result it then shares;
@@ -550,9 +554,8 @@ mod tests {
     async fn concurrent_misses_share_one_load_and_a_failed_load_is_retried() {
         let gz = chunk(50, 0);
         let cache = Arc::new(ChunkCache::new(1 << 20));
-        let failed: Result<Arc<ChunkObject>, &str> = cache
-            .object_or_load("k", || async { Err("S3 said no") })
-            .await;
+        let failed: Result<Arc<ChunkObject>, &str> =
+            cache.get_or_load("k", || async { Err("S3 said no") }).await;
         assert_eq!(failed.unwrap_err(), "S3 said no");
         let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let tasks: Vec<_> = (0..8)
@@ -560,7 +563,7 @@ mod tests {
                 let (cache, gz, started) = (cache.clone(), gz.clone(), started.clone());
                 tokio::spawn(async move {
                     cache
-                        .object_or_load("k", || async move {
+                        .get_or_load("k", || async move {
                             started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             // Readers arrive while it runs (one arriving later hits the
                             // cache): either way, one load.

@@ -1007,7 +1007,7 @@ impl<S: ObjectStore> QueryService<S> {
     async fn load_object(&self, c: &LogChunk) -> Result<Arc<ChunkObject>, QueryError> {
         let key = ChunkCache::key(&c.src, c.size_bytes);
         self.cache
-            .object_or_load(&key, || async {
+            .get_or_load(&key, || async {
                 let bytes = self.objects.get(&c.src).await?;
                 if bytes.len() as i64 != c.size_bytes {
                     return Err(QueryError::Inconsistent(format!(
@@ -1036,7 +1036,7 @@ impl<S: ObjectStore> QueryService<S> {
     ) -> Result<Arc<DecodedMember>, QueryError> {
         let key = ChunkCache::member_key(&ChunkCache::key(&c.src, c.size_bytes), k);
         self.cache
-            .member_or_load(&key, || async {
+            .get_or_load(&key, || async {
                 let o = object.clone();
                 let member = tokio::task::spawn_blocking(move || o.decode_member(k))
                     .await
