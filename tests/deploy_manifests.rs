@@ -226,13 +226,12 @@ fn k8s_manifests_are_complete_and_consistent() {
             "{name}: grace {grace} s must outlast {grace_floor} s"
         );
         let labels = get(d, &["spec", "template", "metadata", "labels"]);
-        assert_eq!(
+        assert!(
             get(d, &["spec", "selector", "matchLabels"])
                 .as_mapping()
                 .unwrap()
                 .iter()
                 .all(|(k, v)| &labels[k] == v),
-            true,
             "{name}: selector matches"
         );
         let annotations = get(d, &["spec", "template", "metadata", "annotations"]);

@@ -603,19 +603,19 @@ async fn reads_across_both_tiers() {
 
     // Bad input: a 4xx with a clear message.
     for (url, status, says) in [
-        (format!("/v1/episodes/a..b/logs"), 400, "episodeId"),
+        ("/v1/episodes/a..b/logs".to_string(), 400, "episodeId"),
         (
             format!("/v1/episodes/{}/logs", "x".repeat(129)),
             400,
             "episodeId",
         ),
         (
-            format!("/v1/episodes/no-such-episode/logs"),
+            "/v1/episodes/no-such-episode/logs".to_string(),
             404,
             "not found",
         ),
         (
-            format!("/v1/episodes/no-such-episode/stats"),
+            "/v1/episodes/no-such-episode/stats".to_string(),
             404,
             "not found",
         ),
@@ -669,8 +669,8 @@ async fn reads_across_both_tiers() {
             400,
             "format",
         ),
-        (format!("/v1/episodes?limit=20000"), 400, "limit"),
-        (format!("/v1/nothing-here"), 404, "no such route"),
+        ("/v1/episodes?limit=20000".to_string(), 400, "limit"),
+        ("/v1/nothing-here".to_string(), 404, "no such route"),
     ] {
         let (s, body) = get(&c, &format!("{base}{url}")).await;
         assert_eq!(s, status, "{url}: {body}");

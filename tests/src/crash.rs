@@ -148,12 +148,11 @@ struct ResilientPublisher {
 impl ResilientPublisher {
     async fn publish(&mut self, exchange: &str, routing_key: &str, body: &[u8], id: &str) {
         loop {
-            if self.conn.is_none() {
-                if let Ok(c) = logfleet::amqp::connect(&self.env_settings, &self.name).await {
-                    if let Ok(p) = ConfirmedPublisher::open(&c).await {
-                        self.conn = Some((c, p));
-                    }
-                }
+            if self.conn.is_none()
+                && let Ok(c) = logfleet::amqp::connect(&self.env_settings, &self.name).await
+                && let Ok(p) = ConfirmedPublisher::open(&c).await
+            {
+                self.conn = Some((c, p));
             }
             if let Some((_, p)) = &self.conn {
                 if p.publish_json(exchange, routing_key, body, Some(id))
@@ -299,17 +298,18 @@ pub async fn run(env: &TestEnv, plan: &CrashPlan) -> CrashReport {
                     .unwrap();
                     broker += 1;
                 }
-                if let Some((stop, start)) = plan.mongo_stop_start.clone() {
-                    if mongo == 0 && (progress > 0.6 || load_done.load(Ordering::Relaxed)) {
-                        tokio::task::spawn_blocking(move || {
-                            run_cmd(&stop);
-                            std::thread::sleep(Duration::from_secs(2));
-                            run_cmd(&start);
-                        })
-                        .await
-                        .unwrap();
-                        mongo += 1;
-                    }
+                if let Some((stop, start)) = plan.mongo_stop_start.clone()
+                    && mongo == 0
+                    && (progress > 0.6 || load_done.load(Ordering::Relaxed))
+                {
+                    tokio::task::spawn_blocking(move || {
+                        run_cmd(&stop);
+                        std::thread::sleep(Duration::from_secs(2));
+                        run_cmd(&start);
+                    })
+                    .await
+                    .unwrap();
+                    mongo += 1;
                 }
             }
             (kills, restarts, broker, mongo)

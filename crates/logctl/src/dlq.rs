@@ -127,15 +127,15 @@ impl Filter {
     }
 
     fn matches(&self, d: &DeadLetter) -> bool {
-        if let Some(r) = &self.reason {
-            if !d.reason.to_lowercase().contains(r) {
-                return false;
-            }
+        if let Some(r) = &self.reason
+            && !d.reason.to_lowercase().contains(r)
+        {
+            return false;
         }
-        if let Some(ep) = &self.episode {
-            if d.routing_key.as_deref() != Some(ep.as_str()) {
-                return false;
-            }
+        if let Some(ep) = &self.episode
+            && d.routing_key.as_deref() != Some(ep.as_str())
+        {
+            return false;
         }
         if self.since.is_some() || self.until.is_some() {
             let Some(t) = d.failed_at else { return false };
@@ -410,7 +410,7 @@ async fn replay(conn: &Connection, t: &Topology, a: &ReplayArgs) -> anyhow::Resu
             "say which messages: --all, or at least one of --reason, --episode, --since, --until"
         );
     }
-    if a.rate.is_some_and(|r| !(r > 0.0)) {
+    if a.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         bail!("--rate must be positive");
     }
     let queue = &t.dead_letter_queue;

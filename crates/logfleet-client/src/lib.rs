@@ -456,11 +456,9 @@ impl Producer {
             let fits = b.open.get(episode).is_some_and(|o| {
                 o.logs < max_logs && o.body.len() + 1 + wire.len() + 2 <= max_bytes
             });
-            if !fits {
-                if let Some(full) = b.open.remove(episode) {
-                    let batch = self.inner.seal(episode.clone(), full);
-                    b.sealed.push_back(batch);
-                }
+            if !fits && let Some(full) = b.open.remove(episode) {
+                let batch = self.inner.seal(episode.clone(), full);
+                b.sealed.push_back(batch);
             }
             let open = b.open.entry(episode.clone()).or_insert_with(|| OpenBatch {
                 body: prefix,
@@ -561,11 +559,9 @@ async fn linger_loop(inner: Weak<Inner>, linger: Duration) {
             }
             !b.sealed.is_empty()
         };
-        if any {
-            if let Err(e) = inner.publish_sealed().await {
-                // The batches stay buffered; the next send or flush tries them again.
-                tracing::warn!(error = %e, producer_id = %inner.config.producer_id, "linger publish failed");
-            }
+        if any && let Err(e) = inner.publish_sealed().await {
+            // The batches stay buffered; the next send or flush tries them again.
+            tracing::warn!(error = %e, producer_id = %inner.config.producer_id, "linger publish failed");
         }
     }
 }
@@ -709,10 +705,10 @@ impl Inner {
 
     /// The lane's confirm channel, opened on a pooled connection when missing or closed.
     async fn channel(&self, lane: &mut Lane) -> Result<Channel, String> {
-        if let Some(ch) = &lane.channel {
-            if ch.status().connected() {
-                return Ok(ch.clone());
-            }
+        if let Some(ch) = &lane.channel
+            && ch.status().connected()
+        {
+            return Ok(ch.clone());
         }
         lane.channel = None;
         lane.conn = None;

@@ -416,7 +416,7 @@ pub fn dead_letter_properties(
 }
 
 /// A header's value as text, if it is a string.
-pub fn header_str<'a>(props: &'a BasicProperties, name: &str) -> Option<String> {
+pub fn header_str(props: &BasicProperties, name: &str) -> Option<String> {
     let h = props.headers().as_ref()?;
     match h.inner().get(&ShortString::from(name))? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),

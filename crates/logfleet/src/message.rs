@@ -127,12 +127,13 @@ pub fn decode(
             return Err(RejectReason::ContentType(ct.chars().take(64).collect()));
         }
     }
-    if let Some(enc) = props.content_encoding {
-        if !enc.is_empty() && !enc.eq_ignore_ascii_case("identity") {
-            return Err(RejectReason::ContentEncoding(
-                enc.chars().take(64).collect(),
-            ));
-        }
+    if let Some(enc) = props.content_encoding
+        && !enc.is_empty()
+        && !enc.eq_ignore_ascii_case("identity")
+    {
+        return Err(RejectReason::ContentEncoding(
+            enc.chars().take(64).collect(),
+        ));
     }
     if body.len() > limits.max_message_bytes {
         return Err(RejectReason::MessageTooLarge {

@@ -149,10 +149,10 @@ pub fn parse_seq_range(raw: &str) -> Result<SeqRange, QueryError> {
             }
         }
     };
-    if let (Some(a), Some(b)) = (r.start, r.end) {
-        if a > b {
-            return Err(bad(format!("sequence range {raw:?} ends before it starts")));
-        }
+    if let (Some(a), Some(b)) = (r.start, r.end)
+        && a > b
+    {
+        return Err(bad(format!("sequence range {raw:?} ends before it starts")));
     }
     Ok(r)
 }
@@ -190,10 +190,10 @@ pub fn parse_time_range(raw: &str) -> Result<TimeRange, QueryError> {
         start: side(a)?,
         end: side(b)?,
     };
-    if let (Some(a), Some(b)) = (r.start, r.end) {
-        if a > b {
-            return Err(bad(format!("time range {raw:?} ends before it starts")));
-        }
+    if let (Some(a), Some(b)) = (r.start, r.end)
+        && a > b
+    {
+        return Err(bad(format!("time range {raw:?} ends before it starts")));
     }
     Ok(r)
 }

@@ -62,13 +62,13 @@ pub async fn put_verified(
             detail: format!("size {} != {len}", info.size),
         });
     }
-    if let Some(etag) = info.etag.filter(|e| e.len() == 32 && !e.contains('-')) {
-        if !etag.eq_ignore_ascii_case(&md5) {
-            return Err(StoreError::Verify {
-                key: key.into(),
-                detail: format!("ETag {etag} != MD5 {md5}"),
-            });
-        }
+    if let Some(etag) = info.etag.filter(|e| e.len() == 32 && !e.contains('-'))
+        && !etag.eq_ignore_ascii_case(&md5)
+    {
+        return Err(StoreError::Verify {
+            key: key.into(),
+            detail: format!("ETag {etag} != MD5 {md5}"),
+        });
     }
     Ok(())
 }
@@ -150,18 +150,17 @@ impl S3ObjectStore {
             Ok(_) => Ok(()),
             Err(e) => {
                 let svc = e.as_service_error();
-                if svc.is_some_and(|s| {
+                // Already there (ours, or made by a racing worker) counts as created.
+                let exists = svc.is_some_and(|s| {
                     s.is_bucket_already_owned_by_you() || s.is_bucket_already_exists()
-                }) {
-                    Ok(())
-                } else if self
+                }) || self
                     .client
                     .head_bucket()
                     .bucket(&self.bucket)
                     .send()
                     .await
-                    .is_ok()
-                {
+                    .is_ok();
+                if exists {
                     Ok(())
                 } else {
                     Err(req("CreateBucket", &self.bucket, e))

@@ -228,6 +228,7 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
+#[allow(clippy::result_large_err)] // the error is the response itself, built once
 fn episode_id(raw: &str) -> Result<EpisodeId, Response> {
     EpisodeId::parse(raw).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))
 }

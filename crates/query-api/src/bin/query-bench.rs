@@ -106,10 +106,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let store = logfleet::mongo::MongoStore::connect(&s.mongo).await?;
     loop {
-        if let Some(m) = store.metadata_of(&ep).await? {
-            if m.total_logs == TOTAL as i64 && m.total_chunks == 1 && !m.is_archiving {
-                break;
-            }
+        if let Some(m) = store.metadata_of(&ep).await?
+            && m.total_logs == TOTAL as i64
+            && m.total_chunks == 1
+            && !m.is_archiving
+        {
+            break;
         }
         if t.elapsed() > Duration::from_secs(900) {
             bail!("the workers did not place the data within 15 minutes");
