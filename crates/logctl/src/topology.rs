@@ -61,6 +61,10 @@ fn print(t: &Topology) {
         "exchange {} -> queue {}",
         t.archive_dead_letter_exchange, t.archive_dead_letter_queue
     );
+    println!(
+        "queue {} (no messages; its consumers are the live ingest-workers)",
+        t.workers_queue
+    );
 }
 
 async fn check(conn: &Connection, t: &Topology) -> anyhow::Result<()> {
@@ -97,6 +101,7 @@ async fn check(conn: &Connection, t: &Topology) -> anyhow::Result<()> {
         &t.dead_letter_queue,
         &t.archive_queue,
         &t.archive_dead_letter_queue,
+        &t.workers_queue,
     ]) {
         let ch = conn.create_channel().await?;
         let r = ch

@@ -55,6 +55,9 @@ pub struct Topology {
     pub archive_queue: String,
     pub archive_dead_letter_exchange: String,
     pub archive_dead_letter_queue: String,
+    /// Every live ingest-worker consumes from it (it never holds a message): its consumer count
+    /// is the number of live workers, from which each takes its fair share of the partitions.
+    pub workers_queue: String,
     /// `x-delivery-limit` of the quorum queues.
     pub delivery_limit: u32,
     /// `classic` or `quorum` (see `amqp.partition_queue_type`).
@@ -75,6 +78,7 @@ impl Topology {
             archive_queue: format!("{p}.archive.events"),
             archive_dead_letter_exchange: format!("{p}.archive.dlx"),
             archive_dead_letter_queue: format!("{p}.archive.dlq"),
+            workers_queue: format!("{p}.ingest.workers"),
             delivery_limit: s.delivery_limit,
             partition_queue_type: s.partition_queue_type.clone(),
         }
@@ -171,9 +175,75 @@ impl Topology {
             FieldTable::default(),
         )
         .await?;
+        // Holds no message (anything published to it is dropped at once).
+        let mut args = FieldTable::default();
+        args.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+        ch.queue_declare(
+            self.workers_queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            args,
+        )
+        .await?;
         ch.close(200, "declared".into()).await?;
         Ok(())
     }
+
+    /// Counts this worker among the live ones: a consumer on the workers queue, for as long as
+    /// the returned consumer is kept (lapin cancels a dropped one) and its connection lives.
+    pub async fn announce_worker(
+        &self,
+        conn: &Connection,
+        tag: &str,
+    ) -> Result<(Channel, lapin::Consumer), AmqpError> {
+        use lapin::options::BasicConsumeOptions;
+        let ch = conn.create_channel().await?;
+        let consumer = ch
+            .basic_consume(
+                self.workers_queue.as_str().into(),
+                tag.into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((ch, consumer))
+    }
+
+    /// Live ingest-workers: consumers on the workers queue (the broker drops a dead worker's at
+    /// once when its connection closes, or when heartbeats stop).
+    pub async fn live_workers(&self, ch: &Channel) -> Result<u32, AmqpError> {
+        let q = ch
+            .queue_declare(
+                self.workers_queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(q.consumer_count())
+    }
+}
+
+/// Asked before each attempt to become a queue's exclusive consumer.
+pub trait TakeGate: Send + Sync {
+    /// Reserves room for one more queue; `false`: not now (stand by).
+    fn reserve(&self) -> bool;
+    /// Gives back the room of an attempt the broker refused.
+    fn unreserve(&self);
+}
+
+/// Takes every queue it can.
+pub struct TakeAll;
+
+impl TakeGate for TakeAll {
+    fn reserve(&self) -> bool {
+        true
+    }
+    fn unreserve(&self) {}
 }
 
 /// Arguments of a quorum queue; dead-lettering is at-least-once so nothing is lost on the way.
@@ -232,47 +302,98 @@ pub fn is_access_refused(e: &lapin::Error) -> bool {
 }
 
 /// Becomes the exclusive consumer of `queue`, waiting as a standby while another consumer owns
-/// it: the broker refuses a second exclusive consumer, so this retries every `poll` until the
-/// owner goes away (its unacked messages then return to their places in the queue) or `cancel`
-/// fires (then `None`).
+/// it (the broker refuses a second exclusive consumer) or while `gate` says this worker holds its
+/// share: retries every `poll` until the owner goes away (its unacked messages then return to
+/// their places in the queue) or `cancel` fires (then `None`). On success the gate's reservation
+/// stays taken.
+#[allow(clippy::too_many_arguments)]
 pub async fn consume_exclusive(
     conn: &Connection,
     queue: &str,
     tag: &str,
     prefetch: u16,
     poll: Duration,
+    gate: &dyn TakeGate,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<Option<(Channel, lapin::Consumer)>, AmqpError> {
     use lapin::options::{BasicConsumeOptions, BasicQosOptions};
     let mut announced = false;
-    loop {
-        let channel = conn.create_channel().await?;
-        channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await?;
-        let opts = BasicConsumeOptions {
-            exclusive: true,
-            ..Default::default()
-        };
-        match channel
-            .basic_consume(queue.into(), tag.into(), opts, FieldTable::default())
-            .await
-        {
-            Ok(consumer) => {
-                tracing::info!(queue, "now the consumer of this partition");
-                return Ok(Some((channel, consumer)));
-            }
-            Err(e) if is_access_refused(&e) => {
+    // A refused attempt costs a channel (the broker closes it), so a standby first looks at the
+    // queue's consumer count on one long-lived channel and tries only when nobody consumes.
+    let mut probe: Option<Channel> = None;
+    let result = loop {
+        if gate.reserve() {
+            if queue_has_consumer(conn, &mut probe, queue).await {
+                gate.unreserve();
                 if !announced {
                     tracing::info!(queue, "partition owned by another worker; standing by");
                     announced = true;
                 }
+                tokio::select! {
+                    _ = cancel.cancelled() => break Ok(None),
+                    _ = tokio::time::sleep(poll) => {}
+                }
+                continue;
             }
-            Err(e) => return Err(e.into()),
+            let attempt = async {
+                let channel = conn.create_channel().await?;
+                channel
+                    .basic_qos(prefetch, BasicQosOptions::default())
+                    .await?;
+                let opts = BasicConsumeOptions {
+                    exclusive: true,
+                    ..Default::default()
+                };
+                let consumer = channel
+                    .basic_consume(queue.into(), tag.into(), opts, FieldTable::default())
+                    .await?;
+                Ok::<_, lapin::Error>((channel, consumer))
+            };
+            match attempt.await {
+                Ok((channel, consumer)) => {
+                    tracing::info!(queue, "now the consumer of this partition");
+                    break Ok(Some((channel, consumer)));
+                }
+                // Taken by another worker between the look and the attempt.
+                Err(e) if is_access_refused(&e) => gate.unreserve(),
+                Err(e) => {
+                    gate.unreserve();
+                    break Err(e.into());
+                }
+            }
         }
         tokio::select! {
-            _ = cancel.cancelled() => return Ok(None),
+            _ = cancel.cancelled() => break Ok(None),
             _ = tokio::time::sleep(poll) => {}
+        }
+    };
+    if let Some(p) = probe {
+        let _ = p.close(200, "probe done".into()).await;
+    }
+    result
+}
+
+/// Whether `queue` has a consumer now, by a passive declare on `probe` (opened when missing or
+/// closed). When the broker cannot tell, says no: the attempt that follows will tell.
+async fn queue_has_consumer(conn: &Connection, probe: &mut Option<Channel>, queue: &str) -> bool {
+    if !probe.as_ref().is_some_and(|p| p.status().connected()) {
+        *probe = conn.create_channel().await.ok();
+    }
+    let Some(ch) = probe.as_ref() else {
+        return false;
+    };
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    match ch
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(q) => q.consumer_count() > 0,
+        Err(_) => {
+            *probe = None;
+            false
         }
     }
 }

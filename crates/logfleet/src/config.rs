@@ -117,6 +117,9 @@ pub struct IngestSettings {
     /// Milliseconds between a standby worker's attempts to take over a partition owned by
     /// another worker (the failover delay after a crash).
     pub standby_poll_ms: u64,
+    /// Each worker owns at most `ceil(partitions / live workers)` partitions and hands the rest
+    /// over, so added workers share the load; `false`: first come, first served.
+    pub fair_share: bool,
     /// Address of `/metrics`, `/healthz`, `/readyz`; empty disables them.
     pub http_listen: String,
 }

@@ -2,8 +2,10 @@
 //!
 //! Each partition queue has one exclusive consumer, so one worker handles an episode at a time,
 //! batch after batch, in publish order; other workers stand by and take over when it dies (its
-//! unacked messages return to their places in the queue). Workers started together spread the
-//! partitions between them.
+//! unacked messages return to their places in the queue). Each worker owns at most its fair
+//! share, `ceil(partitions / live workers)` (live workers: consumers on the workers queue), and
+//! hands the rest over at a batch boundary by closing their channels, so an added worker gets
+//! partitions and a departed one's are taken over.
 //! For every batch:
 //!
 //! 1. decode each delivery; an invalid one is republished (with confirm) to the dead-letter
@@ -207,9 +209,25 @@ async fn session(
     let publisher = ConfirmedPublisher::open(conn).await?;
     let stop = cancel.child_token();
     let mut tasks = JoinSet::new();
+    let queues = &worker.topology.partition_queues;
+    let share = Arc::new(FairShare::new(
+        queues.len(),
+        worker.settings.ingest.fair_share,
+    ));
+    if worker.settings.ingest.fair_share {
+        let presence = worker
+            .topology
+            .announce_worker(conn, &format!("{}-presence", worker.instance))
+            .await?;
+        tasks.spawn(keep_fair_share(
+            worker.clone(),
+            presence,
+            share.clone(),
+            stop.clone(),
+        ));
+    }
     // Try the partitions in a per-worker rotation, so workers that start together spread
     // the partitions between them instead of racing for the same one first.
-    let queues = &worker.topology.partition_queues;
     let offset = rand::random::<u64>() as usize % queues.len();
     for queue in queues.iter().cycle().skip(offset).take(queues.len()) {
         let conn = conn.clone();
@@ -218,6 +236,7 @@ async fn session(
             conn,
             publisher.clone(),
             queue.clone(),
+            share.clone(),
             stop.clone(),
         ));
     }
@@ -236,21 +255,169 @@ async fn session(
     first_error.map_or(Ok(()), Err)
 }
 
+/// This worker's share of the partitions: at most `ceil(partitions / live workers)`, so an
+/// added worker gets partitions to consume and a departed one's are taken over by the rest.
+/// Shared by one session's partition tasks; the counts are of partitions owned or being taken.
+struct FairShare {
+    partitions: usize,
+    /// Partitions owned, plus attempts in progress.
+    owned: AtomicUsize,
+    /// The most this worker should own now.
+    target: AtomicUsize,
+    /// Partitions to hand over at their next batch boundary.
+    to_release: AtomicUsize,
+}
+
+impl FairShare {
+    /// Without fair share, the target is every partition (first come, first served).
+    fn new(partitions: usize, enabled: bool) -> Self {
+        Self {
+            partitions,
+            owned: AtomicUsize::new(0),
+            // Until the first count of live workers: alone.
+            target: AtomicUsize::new(if enabled { partitions } else { usize::MAX }),
+            to_release: AtomicUsize::new(0),
+        }
+    }
+
+    /// Sets the target for `live` workers and how many partitions to hand over to reach it.
+    fn rebalance(&self, live: usize) -> usize {
+        let target = self.partitions.div_ceil(live.max(1));
+        self.target.store(target, Ordering::SeqCst);
+        let over = self.owned.load(Ordering::SeqCst).saturating_sub(target);
+        self.to_release.store(over, Ordering::SeqCst);
+        target
+    }
+
+    /// Claims one hand-over, if any is due, and counts that partition out at once (so the
+    /// next recount does not ask for it again).
+    fn take_release(&self) -> bool {
+        let claimed = self
+            .to_release
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if claimed {
+            self.released();
+        }
+        claimed
+    }
+
+    /// A partition is no longer owned.
+    fn released(&self) {
+        let _ = self
+            .owned
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+}
+
+impl amqp::TakeGate for FairShare {
+    fn reserve(&self) -> bool {
+        let target = self.target.load(Ordering::SeqCst);
+        self.owned
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < target).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn unreserve(&self) {
+        self.released();
+    }
+}
+
+/// Recounts the live workers every standby poll and sets this worker's share.
+async fn keep_fair_share(
+    worker: Arc<Worker>,
+    (presence, _announced): (lapin::Channel, lapin::Consumer),
+    share: Arc<FairShare>,
+    stop: CancellationToken,
+) -> Result<(), IngestError> {
+    let poll = Duration::from_millis(worker.settings.ingest.standby_poll_ms.max(10));
+    let mut last = 0;
+    loop {
+        let live = worker.topology.live_workers(&presence).await? as usize;
+        let target = share.rebalance(live);
+        if target != last {
+            tracing::info!(
+                live_workers = live,
+                partitions_at_most = target,
+                "fair share of the partitions"
+            );
+            last = target;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Why a worker stopped consuming a partition it owned.
+enum Ownership {
+    /// Shutdown (or a batch abandoned by it).
+    Stopped,
+    /// Handed over to keep the fair share: the channel is closed, and its unacked messages
+    /// return to their places for the next owner, as when a worker dies.
+    Released,
+}
+
 async fn consume_partition(
     worker: Arc<Worker>,
     conn: Arc<Connection>,
     publisher: ConfirmedPublisher,
     queue: String,
+    share: Arc<FairShare>,
     stop: CancellationToken,
 ) -> Result<(), IngestError> {
     let prefetch = worker.settings.ingest.prefetch;
     let tag = format!("{}-{}", worker.instance, queue);
     let poll = Duration::from_millis(worker.settings.ingest.standby_poll_ms.max(10));
-    let Some((channel, mut consumer)) =
-        amqp::consume_exclusive(&conn, &queue, &tag, prefetch, poll, &stop).await?
-    else {
-        return Ok(());
-    };
+    loop {
+        let Some((channel, consumer)) =
+            amqp::consume_exclusive(&conn, &queue, &tag, prefetch, poll, &*share, &stop).await?
+        else {
+            return Ok(());
+        };
+        let outcome = own_partition(
+            &worker, &publisher, &queue, &channel, consumer, &share, &stop,
+        )
+        .await;
+        match outcome {
+            // `take_release` already counted it out.
+            Ok(Ownership::Released) => {
+                // Closing the channel hands back every unacked delivery at once, before the
+                // broker lets another consumer in.
+                channel.close(200, "fair share".into()).await?;
+                tracing::info!(queue, "partition handed over to keep the fair share");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(poll) => {}
+                }
+            }
+            Ok(Ownership::Stopped) => {
+                share.released();
+                return Ok(());
+            }
+            Err(e) => {
+                share.released();
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Consumes a partition this worker owns, batch after batch, until shutdown or a hand-over.
+async fn own_partition(
+    worker: &Arc<Worker>,
+    publisher: &ConfirmedPublisher,
+    queue: &str,
+    channel: &lapin::Channel,
+    mut consumer: lapin::Consumer,
+    share: &FairShare,
+    stop: &CancellationToken,
+) -> Result<Ownership, IngestError> {
+    let prefetch = worker.settings.ingest.prefetch;
+    let poll = Duration::from_millis(worker.settings.ingest.standby_poll_ms.max(10));
     let metrics = worker.metrics.clone();
     metrics.partitions_owned.inc();
     let _owned = scopeguard(move || metrics.partitions_owned.dec());
@@ -258,19 +425,25 @@ async fn consume_partition(
     // Each partition holds its own episodes, so its LogMetadata cache needs no lock.
     let mut cache: HashMap<EpisodeId, LogMetadata> = HashMap::new();
     loop {
+        // A batch boundary: everything delivered so far is acked.
+        if share.take_release() {
+            return Ok(Ownership::Released);
+        }
         let first = tokio::select! {
             biased;
-            _ = stop.cancelled() => return Ok(()),
+            _ = stop.cancelled() => return Ok(Ownership::Stopped),
             d = consumer.next() => d,
+            // Idle: look at the share again.
+            _ = tokio::time::sleep(poll) => continue,
         };
-        let mut batch = vec![next_delivery(first, &queue)?];
+        let mut batch = vec![next_delivery(first, queue)?];
         let mut bytes = batch[0].data.len();
         let deadline = tokio::time::Instant::now() + linger;
         while batch.len() < usize::from(prefetch) && bytes < worker.settings.ingest.max_batch_bytes
         {
             match tokio::time::timeout_at(deadline, consumer.next()).await {
                 Ok(d) => {
-                    let d = next_delivery(d, &queue)?;
+                    let d = next_delivery(d, queue)?;
                     bytes += d.data.len();
                     batch.push(d);
                 }
@@ -280,7 +453,7 @@ async fn consume_partition(
         let held = batch.len() as i64;
         worker.metrics.messages_consumed.inc_by(held as u64);
         worker.metrics.prefetch_in_use.add(held);
-        let outcome = handle_batch(&worker, &publisher, &queue, &batch, &mut cache, &stop).await;
+        let outcome = handle_batch(worker, publisher, queue, &batch, &mut cache, stop).await;
         worker.metrics.prefetch_in_use.sub(held);
         match outcome? {
             BatchOutcome::Done => {
@@ -291,7 +464,7 @@ async fn consume_partition(
                 worker.metrics.messages_acked.inc_by(held as u64);
             }
             // Shutdown while retrying: leave the batch unacked; it returns to the queue.
-            BatchOutcome::Abandoned => return Ok(()),
+            BatchOutcome::Abandoned => return Ok(Ownership::Stopped),
         }
     }
 }
@@ -546,4 +719,49 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FairShare;
+    use crate::amqp::TakeGate;
+
+    #[test]
+    fn fair_share_caps_takes_and_hands_over() {
+        let s = FairShare::new(8, true);
+        // Alone: every partition.
+        assert_eq!(s.rebalance(1), 8);
+        for _ in 0..8 {
+            assert!(s.reserve());
+        }
+        assert!(!s.reserve(), "no ninth");
+        // A second worker: four to hand over, one at a time.
+        assert_eq!(s.rebalance(2), 4);
+        for _ in 0..4 {
+            assert!(s.take_release());
+        }
+        assert!(!s.take_release());
+        // The next recount asks for nothing more, and there is no room to take one back.
+        assert_eq!(s.rebalance(2), 4);
+        assert!(!s.take_release());
+        assert!(!s.reserve());
+        // Three workers: ceil(8 / 3) = 3.
+        assert_eq!(s.rebalance(3), 3);
+        assert!(s.take_release());
+        assert!(!s.take_release());
+        // The second worker left: room for a fourth again; a refused attempt gives it back.
+        assert_eq!(s.rebalance(2), 4);
+        assert!(s.reserve());
+        assert!(!s.reserve());
+        s.unreserve();
+        assert!(s.reserve());
+        // Zero live workers counted (the count raced a restart) is treated as one.
+        assert_eq!(s.rebalance(0), 8);
+        // Fair share off: no cap, nothing handed over.
+        let off = FairShare::new(8, false);
+        for _ in 0..20 {
+            assert!(off.reserve());
+        }
+        assert!(!off.take_release());
+    }
 }
