@@ -41,6 +41,7 @@ pub async fn run(sizes: &Sizes, log_dir: &std::path::Path) -> anyhow::Result<Fig
             .map(|_| WorkerProc::spawn(&env, &bin, &[], &log))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut owned_max = vec![0.0f64; k];
+        let mut owned_now = vec![0.0f64; k];
         let mut t0 = None;
         let deadline = Instant::now() + common::STUCK_AFTER;
         let elapsed = loop {
@@ -51,6 +52,7 @@ pub async fn run(sizes: &Sizes, log_dir: &std::path::Path) -> anyhow::Result<Fig
                     .await
                     .unwrap_or(0.0);
                 owned_max[i] = owned_max[i].max(owned);
+                owned_now[i] = owned;
                 inserted += w
                     .metric("logfleet_ingest_logs_inserted_total")
                     .await
@@ -75,11 +77,12 @@ pub async fn run(sizes: &Sizes, log_dir: &std::path::Path) -> anyhow::Result<Fig
         let lps = total as f64 / elapsed.as_secs_f64();
         let base_lps = *base.get_or_insert(lps);
         fig.line(format!(
-            "{k} worker{}: {lps:.0} logs/s ({:.2} s), {:.2}x of 1 worker; partitions owned per worker {:?} ({used} of {PARTITIONS} partitions had messages)",
+            "{k} worker{}: {lps:.0} logs/s ({:.2} s), {:.2}x of 1 worker; partitions owned per worker: at most {:?}, at the end {:?} ({used} of {PARTITIONS} partitions had messages)",
             if k == 1 { " " } else { "s" },
             elapsed.as_secs_f64(),
             lps / base_lps,
-            owned_max.iter().map(|&o| o as u32).collect::<Vec<_>>()
+            owned_max.iter().map(|&o| o as u32).collect::<Vec<_>>(),
+            owned_now.iter().map(|&o| o as u32).collect::<Vec<_>>()
         ));
     }
     Ok(fig)
