@@ -214,17 +214,9 @@ impl Topology {
     /// Live ingest-workers: consumers on the workers queue (the broker drops a dead worker's at
     /// once when its connection closes, or when heartbeats stop).
     pub async fn live_workers(&self, ch: &Channel) -> Result<u32, AmqpError> {
-        let q = ch
-            .queue_declare(
-                self.workers_queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        Ok(q.consumer_count())
+        Ok(look_at_queue(ch, &self.workers_queue)
+            .await?
+            .consumer_count())
     }
 }
 
@@ -382,14 +374,7 @@ async fn queue_has_consumer(conn: &Connection, probe: &mut Option<Channel>, queu
     let Some(ch) = probe.as_ref() else {
         return false;
     };
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    match ch
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-    {
+    match look_at_queue(ch, queue).await {
         Ok(q) => q.consumer_count() > 0,
         Err(_) => {
             *probe = None;
@@ -426,19 +411,21 @@ pub async fn connect_with_retry(
     }
 }
 
+/// A passive declare: the queue's message and consumer counts, changing nothing (an error, which
+/// closes the channel, when the queue does not exist).
+async fn look_at_queue(ch: &Channel, queue: &str) -> Result<lapin::Queue, lapin::Error> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+}
+
 /// Messages ready in `queue` (a passive declare: fails if the queue does not exist).
 pub async fn queue_depth(conn: &Connection, queue: &str) -> Result<u32, AmqpError> {
     let ch = conn.create_channel().await?;
-    let q = ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let q = look_at_queue(&ch, queue).await?;
     let _ = ch.close(200, "ok".into()).await;
     Ok(q.message_count())
 }
