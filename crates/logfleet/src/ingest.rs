@@ -142,6 +142,14 @@ struct Worker {
     readiness: Arc<Readiness>,
 }
 
+impl Worker {
+    /// How often a standby looks for a partition, an idle owner for a hand-over, and the
+    /// worker recounts the live workers.
+    fn standby_poll(&self) -> Duration {
+        Duration::from_millis(self.settings.ingest.standby_poll_ms.max(10))
+    }
+}
+
 async fn supervise(
     settings: Settings,
     options: IngestOptions,
@@ -332,7 +340,7 @@ async fn keep_fair_share(
     share: Arc<FairShare>,
     stop: CancellationToken,
 ) -> Result<(), IngestError> {
-    let poll = Duration::from_millis(worker.settings.ingest.standby_poll_ms.max(10));
+    let poll = worker.standby_poll();
     let mut last = 0;
     loop {
         let live = worker.topology.live_workers(&presence).await? as usize;
@@ -371,7 +379,7 @@ async fn consume_partition(
 ) -> Result<(), IngestError> {
     let prefetch = worker.settings.ingest.prefetch;
     let tag = format!("{}-{}", worker.instance, queue);
-    let poll = Duration::from_millis(worker.settings.ingest.standby_poll_ms.max(10));
+    let poll = worker.standby_poll();
     loop {
         let Some((channel, consumer)) =
             amqp::consume_exclusive(&conn, &queue, &tag, prefetch, poll, &*share, &stop).await?
@@ -417,7 +425,7 @@ async fn own_partition(
     stop: &CancellationToken,
 ) -> Result<Ownership, IngestError> {
     let prefetch = worker.settings.ingest.prefetch;
-    let poll = Duration::from_millis(worker.settings.ingest.standby_poll_ms.max(10));
+    let poll = worker.standby_poll();
     let metrics = worker.metrics.clone();
     metrics.partitions_owned.inc();
     let _owned = scopeguard(move || metrics.partitions_owned.dec());
