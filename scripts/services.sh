@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Installs (when missing) and starts the three services logfleet talks to, on this machine:
+# Installs (when missing) and starts the services logfleet talks to, on this machine:
 #   RabbitMQ 127.0.0.1:5672 (guest/guest) with the consistent-hash exchange plugin,
-#   MongoDB wire-protocol stand-in nx-27017 on 127.0.0.1:27017,
+#   two MongoDB wire-protocol servers:
+#     FerretDB v1.24.2 on SQLite, 127.0.0.1:27018 (built once from tools/ferretdb with Go),
+#     nx-27017 0.8.1 on SQLite, 127.0.0.1:27017 (a Python package, in a virtualenv),
 #   S3-protocol server s3s-fs on 127.0.0.1:8014 (access key / secret key from S3_ACCESS_KEY / S3_SECRET_KEY, defaults K/S).
-# Idempotent: a service that already answers is left alone. Prints the environment to export.
-#   scripts/services.sh                 install and start (the default)
-#   scripts/services.sh stop-mongo      stop the MongoDB stand-in (the reconnect test uses it
-#                                       through MONGO_STOP_CMD, then this script to start it again)
+# Idempotent: a service that already answers is left alone. Prints the environment to export;
+# MONGODB_URI points at the server named by LOGFLEET_MONGO (ferretdb, the default, or nx).
+#   scripts/services.sh                  install and start (the default)
+#   scripts/services.sh stop-mongo [S]   stop MongoDB server S (default: LOGFLEET_MONGO); the
+#                                        reconnect test uses it through MONGO_STOP_CMD, then
+#                                        `scripts/services.sh start-mongo S` to start it again
+#   scripts/services.sh start-mongo [S]  start only MongoDB server S
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # Machine-level state (the services and their ports are machine-level too), shared by every
@@ -29,6 +34,66 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
 }
 
+# --- MongoDB-protocol servers ----------------------------------------------------------------
+mongo="${LOGFLEET_MONGO:-ferretdb}"
+case "${1:-}" in stop-mongo|start-mongo) mongo="${2:-$mongo}" ;; esac
+case "$mongo" in
+  ferretdb) mongo_port=27018 ;;
+  nx) mongo_port=27017 ;;
+  *) log "LOGFLEET_MONGO must be ferretdb or nx, not '$mongo'"; exit 2 ;;
+esac
+venv="$state/venv-mongo"
+ferretdb_bin="$state/bin/ferretdb"
+# The build is keyed on the tools/ferretdb sources, so a change of version rebuilds it.
+ferretdb_stamp="$state/bin/ferretdb.stamp"
+ferretdb_sum="$(cat "$root/tools/ferretdb/go.mod" "$root/tools/ferretdb/go.sum" "$root/tools/ferretdb/main.go" | sha256sum | cut -d' ' -f1)"
+
+stop_mongo() {
+  case "$1" in
+    nx) "$venv/bin/nx-27017" --stop --pid-file "$state/nx-27017.pid" >&2 || true ;;
+    ferretdb) if [ -f "$state/ferretdb.pid" ]; then kill "$(cat "$state/ferretdb.pid")" 2>/dev/null || true; fi ;;
+  esac
+  local port; port=$([ "$1" = nx ] && echo 27017 || echo 27018)
+  for _ in $(seq 1 60); do answers "$port" || break; sleep 0.5; done
+  if answers "$port"; then log "could not stop MongoDB server $1 (not started by this script?)"; return 1; fi
+}
+
+start_ferretdb() {
+  answers 27018 && return 0
+  if [ ! -x "$ferretdb_bin" ] || [ "$(cat "$ferretdb_stamp" 2>/dev/null)" != "$ferretdb_sum" ]; then
+    command -v go >/dev/null 2>&1 || { log "Go is needed to build FerretDB (tools/ferretdb)"; exit 1; }
+    log "building FerretDB v1.24.2 from tools/ferretdb (about a minute, once per machine)"
+    mkdir -p "$state/bin"
+    (cd "$root/tools/ferretdb" && go build -mod=readonly -trimpath -o "$ferretdb_bin.new" .) >&2
+    mv "$ferretdb_bin.new" "$ferretdb_bin"
+    echo "$ferretdb_sum" >"$ferretdb_stamp"
+  fi
+  log "starting FerretDB (SQLite backend) on 127.0.0.1:27018"
+  mkdir -p "$state/ferretdb"
+  nohup "$ferretdb_bin" --listen-addr 127.0.0.1:27018 --handler sqlite \
+    --sqlite-url "file:$state/ferretdb/" >>"$state/ferretdb.log" 2>&1 &
+  echo $! >"$state/ferretdb.pid"
+  wait_port 27018 ferretdb
+}
+
+start_nx() {
+  answers 27017 && return 0
+  if [ ! -x "$venv/bin/nx-27017" ]; then
+    log "installing nx-27017 into $venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/pip" install -q nx-27017==0.8.1 >&2
+  fi
+  log "starting nx-27017 on 127.0.0.1:27017"
+  mkdir -p "$state/mongo"
+  "$venv/bin/nx-27017" --data-dir "$state/mongo" --port 27017 -d \
+    --pid-file "$state/nx-27017.pid" --log-file "$state/nx-27017.log" >&2
+  wait_port 27017 mongodb
+}
+
+case "${1:-}" in
+  stop-mongo) log "stopping MongoDB server $mongo"; stop_mongo "$mongo"; exit $? ;;
+  start-mongo) "start_$mongo"; exit 0 ;;
+esac
 # --- RabbitMQ -------------------------------------------------------------------------------
 if ! command -v rabbitmq-server >/dev/null 2>&1; then
   log "installing rabbitmq-server"; apt_install rabbitmq-server
@@ -45,27 +110,10 @@ done
 rabbitmq-plugins list -e 2>/dev/null | grep -q rabbitmq_consistent_hash_exchange \
   || { log "could not enable rabbitmq_consistent_hash_exchange"; exit 1; }
 
-# --- MongoDB stand-in -----------------------------------------------------------------------
-venv="$state/venv-mongo"
-if [ "${1:-}" = stop-mongo ]; then
-  log "stopping nx-27017"
-  "$venv/bin/nx-27017" --stop --pid-file "$state/nx-27017.pid" >&2 || true
-  for _ in $(seq 1 60); do answers 27017 || break; sleep 0.5; done
-  if answers 27017; then log "could not stop the MongoDB stand-in (not started by this script?)"; exit 1; fi
-  exit 0
-fi
-if ! answers 27017; then
-  if [ ! -x "$venv/bin/nx-27017" ]; then
-    log "installing nx-27017 into $venv"
-    python3 -m venv "$venv" >&2
-    "$venv/bin/pip" install -q nx-27017==0.8.1 >&2
-  fi
-  log "starting nx-27017"
-  mkdir -p "$state/mongo"
-  "$venv/bin/nx-27017" --data-dir "$state/mongo" --port 27017 -d \
-    --pid-file "$state/nx-27017.pid" --log-file "$state/nx-27017.log" >&2
-  wait_port 27017 mongodb
-fi
+# --- MongoDB-protocol servers: both are started, so either can be chosen per run -----------
+start_ferretdb
+start_nx
+
 
 # --- S3 -------------------------------------------------------------------------------------
 if ! answers 8014; then
@@ -82,7 +130,8 @@ fi
 
 cat <<ENV
 export AMQP_URL='amqp://guest:guest@127.0.0.1:5672/%2f'
-export MONGODB_URI='mongodb://127.0.0.1:27017/?directConnection=true'
+export MONGODB_URI='mongodb://127.0.0.1:$mongo_port/?directConnection=true'
+export LOGFLEET_MONGO='$mongo'
 export S3_ENDPOINT='http://127.0.0.1:8014'
 export AWS_ACCESS_KEY_ID='$S3_ACCESS_KEY'
 export AWS_SECRET_ACCESS_KEY='$S3_SECRET_KEY'
