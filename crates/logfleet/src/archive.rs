@@ -40,8 +40,9 @@ use crate::config::{ArchiveSettings, Settings};
 use crate::domain::EpisodeId;
 use crate::health::{self, HttpListen, Readiness};
 use crate::metrics::ArchiveMetrics;
-use crate::model::{ArchiveLease, LogChunk, LogMetadata};
-use crate::mongo::{MongoError, MongoStore, is_duplicate_key};
+use crate::model::{LogChunk, LogMetadata};
+use crate::mongo::lease::{LeaseGrant, holds_lease, lease_until};
+use crate::mongo::{Decision, MongoError, MongoStore, RecordedChunk};
 use crate::s3::{ObjectStore, S3ObjectStore, StoreError, put_verified};
 
 #[derive(Debug, thiserror::Error)]
@@ -167,9 +168,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
     }
 
     fn lease_until(&self) -> DateTime {
-        DateTime::from_millis(
-            DateTime::now().timestamp_millis() + self.settings.lease_secs as i64 * 1000,
-        )
+        lease_until(Duration::from_secs(self.settings.lease_secs))
     }
 
     /// Takes the lock and archives what `kind` asks for. Runs that fail release the lock; a
@@ -209,54 +208,33 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         ep: &EpisodeId,
         kind: ArchiveKind,
     ) -> Result<ArchiveOutcome, ArchiveError> {
-        let Some(meta) = self.store.metadata_of(ep).await? else {
-            return Ok(ArchiveOutcome::Unknown);
-        };
-        let Some(meta) = self.acquire(meta).await? else {
-            return Ok(ArchiveOutcome::Busy);
+        let lease = Duration::from_secs(self.settings.lease_secs);
+        let meta = match self
+            .store
+            .acquire_archive_lease(ep, &self.owner, lease)
+            .await?
+        {
+            LeaseGrant::Unknown => return Ok(ArchiveOutcome::Unknown),
+            LeaseGrant::Busy => return Ok(ArchiveOutcome::Busy),
+            LeaseGrant::Granted {
+                metadata,
+                took_over_from,
+            } => {
+                if let Some(previous_owner) = took_over_from {
+                    self.metrics.lock_takeovers.inc();
+                    tracing::warn!(episode = %ep, previous_owner, "took over an expired archive lock");
+                }
+                *metadata
+            }
         };
         let result = self.archive_locked(meta, kind).await;
         if matches!(result, Err(ArchiveError::Stopped(_))) {
             return result;
         }
-        if let Err(e) = self.release(ep).await {
+        if let Err(e) = self.store.release_archive_lease(ep, &self.owner).await {
             tracing::warn!(episode = %ep, error = %e, "releasing the archive lock failed; it expires with its lease");
         }
         result
-    }
-
-    /// Takes the lock by compare-and-set, or returns None if another worker's lease is live.
-    async fn acquire(&self, mut meta: LogMetadata) -> Result<Option<LogMetadata>, ArchiveError> {
-        loop {
-            let now = DateTime::now();
-            let holder = meta.archive_lease.as_ref().map(|l| l.owner.clone());
-            if meta.lock_held_at(now) && holder.as_deref() != Some(&self.owner) {
-                return Ok(None);
-            }
-            let mut next = meta.clone();
-            next.is_archiving = true;
-            next.archive_lease = Some(ArchiveLease {
-                owner: self.owner.clone(),
-                expires_at: self.lease_until(),
-            });
-            next.version += 1;
-            next.updated_at = now;
-            if self.store.replace_metadata(meta.version, &next).await? {
-                if meta.is_archiving && holder.as_deref() != Some(&self.owner) {
-                    self.metrics.lock_takeovers.inc();
-                    tracing::warn!(episode = %meta.episode_id, previous_owner = ?holder, "took over an expired archive lock");
-                }
-                return Ok(Some(next));
-            }
-            meta = self.reread(&meta.episode_id).await?;
-        }
-    }
-
-    async fn reread(&self, ep: &EpisodeId) -> Result<LogMetadata, ArchiveError> {
-        self.store
-            .metadata_of(ep)
-            .await?
-            .ok_or_else(|| ArchiveError::LeaseLost(ep.clone()))
     }
 
     /// Applies `change` to the LogMetadata by compare-and-set, provided this worker still holds
@@ -266,38 +244,19 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         ep: &EpisodeId,
         mut change: impl FnMut(&mut LogMetadata) -> Result<(), ArchiveError>,
     ) -> Result<LogMetadata, ArchiveError> {
-        loop {
-            let meta = self.reread(ep).await?;
-            let mine = meta.is_archiving
-                && meta
-                    .archive_lease
-                    .as_ref()
-                    .is_some_and(|l| l.owner == self.owner);
-            if !mine {
-                return Err(ArchiveError::LeaseLost(ep.clone()));
-            }
-            let mut next = meta.clone();
-            change(&mut next)?;
-            next.version += 1;
-            next.updated_at = DateTime::now();
-            if self.store.replace_metadata(meta.version, &next).await? {
-                return Ok(next);
-            }
-        }
-    }
-
-    async fn release(&self, ep: &EpisodeId) -> Result<(), ArchiveError> {
-        match self
-            .update_locked(ep, |m| {
-                m.is_archiving = false;
-                m.archive_lease = None;
-                Ok(())
+        let updated = self
+            .store
+            .update_metadata(ep, None, |m| {
+                if !holds_lease(m, &self.owner) {
+                    return Err(ArchiveError::LeaseLost(ep.clone()));
+                }
+                change(m)?;
+                Ok(Decision::Write(()))
             })
-            .await
-        {
-            Ok(_) | Err(ArchiveError::LeaseLost(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
+            .await?;
+        updated
+            .map(|u| u.metadata)
+            .ok_or_else(|| ArchiveError::LeaseLost(ep.clone()))
     }
 
     fn stop_point(&self, step: ArchiveStep) -> Result<(), ArchiveError> {
@@ -444,10 +403,9 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             created_at: now,
             last_accessed: now,
         };
-        match self.store.chunks.insert_one(&record).await {
-            Ok(_) => Ok(()),
-            Err(e) if is_duplicate_key(&e) => {
-                let existing = self.store.chunk_of(ep, chunk_number).await?.ok_or(e)?;
+        match self.store.record_chunk(&record).await? {
+            RecordedChunk::Inserted => Ok(()),
+            RecordedChunk::Exists(existing) => {
                 let same = (
                     existing.start_sequence,
                     existing.end_sequence,
@@ -463,40 +421,30 @@ impl<S: ObjectStore> ChunkArchiver<S> {
                 ) && (existing.start_time, existing.end_time)
                     == (record.start_time, record.end_time);
                 if !same {
-                    let replacement = LogChunk {
-                        id: existing.id,
-                        ..record
-                    };
                     self.store
-                        .chunks
-                        .replace_one(bson::doc! {"_id": existing.id}, &replacement)
+                        .replace_uncommitted_chunk(&existing, &record)
                         .await?;
                 }
                 Ok(())
             }
-            Err(e) => Err(e.into()),
         }
     }
 
     /// Archives every episode at or over its threshold (or with an expired lock), found through
     /// the `currentLogs` index.
     pub async fn sweep(&self) -> Result<u32, ArchiveError> {
-        let mut cursor = self
+        let now = DateTime::now();
+        let due: Vec<EpisodeId> = self
             .store
-            .metadata
-            .find(bson::doc! {"currentLogs": {"$gte": 1_i64}})
-            .sort(bson::doc! {"currentLogs": -1})
-            .projection(bson::doc! {"recentMessages": 0})
-            .await
-            .map_err(MongoError::from)?;
-        let mut due = Vec::new();
-        while let Some(doc) = cursor.next().await {
-            let m = doc.map_err(MongoError::from)?;
-            let expired_lock = m.is_archiving && !m.lock_held_at(DateTime::now());
-            if m.current_logs >= i64::from(m.archive_threshold) || expired_lock {
-                due.push(m.episode_id);
-            }
-        }
+            .episodes_with_hot_logs()
+            .await?
+            .into_iter()
+            .filter(|m| {
+                let expired_lock = m.is_archiving && !m.lock_held_at(now);
+                m.current_logs >= i64::from(m.archive_threshold) || expired_lock
+            })
+            .map(|m| m.episode_id)
+            .collect();
         let mut chunks = 0;
         for ep in due {
             if let ArchiveOutcome::Done { chunks: c, .. } =

@@ -43,7 +43,7 @@ use crate::ledger::{Plan, SequenceLedger};
 use crate::message::{self, LogMessage, MessageProperties};
 use crate::metrics::IngestMetrics;
 use crate::model::{LogEntry, LogMetadata};
-use crate::mongo::{MongoError, MongoStore};
+use crate::mongo::{Decision, MongoError, MongoStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -677,31 +677,32 @@ async fn reserve(
     cache: &mut HashMap<EpisodeId, LogMetadata>,
     now: DateTime,
 ) -> Result<Plan, IngestError> {
-    loop {
-        let current = match cache.remove(ep) {
-            Some(m) => m,
-            None => {
-                let s = &worker.settings.ingest;
-                worker
-                    .store
-                    .metadata_or_create(ep, s.archive_threshold, s.chunk_size)
-                    .await?
-            }
-        };
-        let plan = worker.ledger.plan(&current, msgs, now);
-        if worker
-            .store
-            .replace_metadata(current.version, &plan.updated)
-            .await?
-        {
-            if cache.len() >= 10_000 {
-                cache.clear();
-            }
-            cache.insert(ep.clone(), plan.updated.clone());
-            return Ok(plan);
+    let current = match cache.remove(ep) {
+        Some(m) => m,
+        None => {
+            let s = &worker.settings.ingest;
+            worker
+                .store
+                .metadata_or_create(ep, s.archive_threshold, s.chunk_size)
+                .await?
         }
-        tracing::debug!(episode = %ep, "LogMetadata changed under us; re-reading");
+    };
+    let updated = worker
+        .store
+        .update_metadata(ep, Some(current), |m| {
+            let plan = worker.ledger.plan(m, msgs, now);
+            *m = plan.updated.clone();
+            Ok::<_, IngestError>(Decision::Write(plan))
+        })
+        .await?
+        .ok_or_else(|| MongoError::Missing(format!("LogMetadata of {ep} disappeared")))?;
+    if cache.len() >= 10_000 {
+        cache.clear();
     }
+    cache.insert(ep.clone(), updated.metadata.clone());
+    let mut plan = updated.value;
+    plan.updated = updated.metadata;
+    Ok(plan)
 }
 
 impl Worker {
