@@ -51,7 +51,11 @@ async fn concurrent_metadata_writers_lose_nothing() {
         (writers * rounds) as i64,
         "every increment counted once"
     );
-    assert_eq!(m.version, (writers * rounds) as i64, "one version per write");
+    assert_eq!(
+        m.version,
+        (writers * rounds) as i64,
+        "one version per write"
+    );
     env.cleanup().await;
 }
 

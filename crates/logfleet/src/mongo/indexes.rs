@@ -183,9 +183,7 @@ mod tests {
         assert_eq!(want.compare(&[renamed]), IndexState::Present);
         // Same keys, not unique, under another name: ours would not hold.
         let weaker = existing("by_seq", doc! {"episodeId": 1, "sequenceNumber": 1}, false);
-        assert!(
-            matches!(want.compare(&[weaker]), IndexState::Conflict(d) if d.contains("by_seq"))
-        );
+        assert!(matches!(want.compare(&[weaker]), IndexState::Conflict(d) if d.contains("by_seq")));
         // Key order matters; non-numeric directions are never "the same".
         assert!(!same_index_keys(
             &doc! {"a": 1, "b": 1},
