@@ -17,7 +17,7 @@ use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use logfleet::amqp::{ConfirmedPublisher, Topology};
 use logfleet::archive::{self, ArchiveOptions};
-use logfleet::chunk::{ChunkLine, chunk_key, decode_chunk};
+use logfleet::chunk::{LogRecord, chunk_key, decode_chunk};
 use logfleet::config::Settings;
 use logfleet::domain::{EpisodeId, LogLevel};
 use logfleet::ingest::{self, IngestOptions};
@@ -435,7 +435,7 @@ pub struct EpisodeSnapshot {
     pub metadata: LogMetadata,
     pub chunks: Vec<LogChunk>,
     /// Per chunk: the object's size and its decoded lines.
-    pub chunk_lines: Vec<(usize, Vec<ChunkLine>)>,
+    pub chunk_lines: Vec<(usize, Vec<LogRecord>)>,
     pub hot: Vec<LogEntry>,
     /// Keys in S3 under the episode's prefix.
     pub keys: Vec<String>,

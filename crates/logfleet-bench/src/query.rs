@@ -209,7 +209,7 @@ pub async fn run(_sizes: &Sizes) -> anyhow::Result<Figure> {
     let mut members_total = 0;
     for _ in 0..runs {
         let t = Instant::now();
-        let o = logfleet::chunk_cache::ChunkObject::new(gz.clone(), chunk.log_count as usize)?;
+        let o = logfleet::chunk::ChunkObject::new(gz.clone(), chunk.log_count as usize)?;
         let ks = o.members_for(20_000, 20_000 + PAGE);
         members_read = ks.len();
         members_total = o.members().len();

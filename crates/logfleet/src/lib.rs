@@ -19,7 +19,6 @@
 pub mod amqp;
 pub mod archive;
 pub mod chunk;
-pub mod chunk_cache;
 pub mod config;
 pub mod domain;
 pub mod health;

@@ -39,6 +39,26 @@ pub fn entry_size(
         + metadata_json_len as i64
 }
 
+/// Length of the compact JSON of metadata, without building it: metadata only ever holds what
+/// JSON can (objects, arrays, strings, numbers, booleans, null), which serializes straight from
+/// BSON to the same bytes as `crate::chunk::metadata_to_json` (a unit test checks it).
+pub fn metadata_json_len(doc: &Document) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    serde_json::to_writer(&mut c, doc)
+        .map(|()| c.0)
+        .unwrap_or(0)
+}
+
 /// One log line in MongoDB (collection `LogEntry`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -59,10 +79,7 @@ pub struct LogEntry {
 impl LogEntry {
     /// [`entry_size`] of this entry.
     pub fn size(&self) -> i64 {
-        let meta_len = self
-            .metadata
-            .as_ref()
-            .map_or(0, crate::chunk::metadata_json_len);
+        let meta_len = self.metadata.as_ref().map_or(0, metadata_json_len);
         entry_size(
             self.episode_id.as_str(),
             self.level,

@@ -15,177 +15,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 
-use flate2::read::MultiGzDecoder;
-
-use crate::chunk::{ChunkError, ChunkLine, MemberSpan, inflate_member, member_index};
-
-fn invalid(msg: String) -> ChunkError {
-    ChunkError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, msg))
-}
-
-/// A chunk object as fetched, with where its members lie.
-#[derive(Debug)]
-pub struct ChunkObject {
-    /// The compressed object.
-    bytes: Vec<u8>,
-    /// Its members in order; one spanning everything when the object has no index.
-    members: Vec<MemberSpan>,
-    /// Whether `members` came from the object's own index (else one stream of unknown members).
-    indexed: bool,
-}
-
-impl ChunkObject {
-    /// Reads the member index of `bytes`, a chunk whose record says it holds `lines` lines. An
-    /// index that disagrees with the record is an error; no index means one stream.
-    pub fn new(bytes: Vec<u8>, lines: usize) -> Result<Self, ChunkError> {
-        match member_index(&bytes) {
-            Some(members) => {
-                let total: usize = members.iter().map(|m| m.lines).sum();
-                if total != lines {
-                    return Err(invalid(format!(
-                        "the chunk's member index holds {total} lines, its record {lines}"
-                    )));
-                }
-                Ok(Self {
-                    bytes,
-                    members,
-                    indexed: true,
-                })
-            }
-            None => Ok(Self {
-                members: vec![MemberSpan {
-                    offset: 0,
-                    len: bytes.len(),
-                    first_line: 0,
-                    lines,
-                }],
-                bytes,
-                indexed: false,
-            }),
-        }
-    }
-
-    /// The members, in line order.
-    pub fn members(&self) -> &[MemberSpan] {
-        &self.members
-    }
-
-    /// Whether the object carries its own member index.
-    pub fn is_indexed(&self) -> bool {
-        self.indexed
-    }
-
-    /// Numbers of the members holding any of lines `first..end`, in line order.
-    pub fn members_for(&self, first: usize, end: usize) -> std::ops::Range<usize> {
-        if first >= end {
-            return 0..0;
-        }
-        let a = self
-            .members
-            .partition_point(|m| m.first_line + m.lines <= first);
-        let b = self.members.partition_point(|m| m.first_line < end);
-        a..b.max(a)
-    }
-
-    /// Inflates member `k` and indexes its lines; its line count must be the index's.
-    pub fn decode_member(&self, k: usize) -> Result<DecodedMember, ChunkError> {
-        let m = self.members[k];
-        let piece = &self.bytes[m.offset..m.offset + m.len];
-        let bytes = if self.indexed {
-            inflate_member(piece)?
-        } else {
-            let mut out = Vec::with_capacity(piece.len() * 8);
-            MultiGzDecoder::new(piece).read_to_end(&mut out)?;
-            out
-        };
-        let d = DecodedMember::index(bytes, m.first_line)?;
-        if d.line_count() != m.lines {
-            return Err(invalid(format!(
-                "member {k} of the chunk holds {} lines; it should hold {}",
-                d.line_count(),
-                m.lines
-            )));
-        }
-        Ok(d)
-    }
-
-    /// Bytes this object holds in memory (what the cache counts).
-    pub fn weight(&self) -> u64 {
-        self.bytes.capacity() as u64
-            + (self.members.capacity() * std::mem::size_of::<MemberSpan>()) as u64
-    }
-}
-
-/// One member of a chunk, inflated and split into lines.
-#[derive(Debug)]
-pub struct DecodedMember {
-    /// Index in the chunk of the member's first line.
-    first_line: usize,
-    /// The member's JSON Lines text.
-    text: String,
-    /// Start offset of each line in `text`, plus one final entry: the end of the text.
-    offsets: Vec<u32>,
-}
-
-impl DecodedMember {
-    /// Indexes the lines of inflated text whose first line is line `first_line` of its chunk.
-    pub fn index(bytes: Vec<u8>, first_line: usize) -> Result<Self, ChunkError> {
-        let text = String::from_utf8(bytes).map_err(|e| invalid(e.to_string()))?;
-        if u32::try_from(text.len()).is_err() {
-            return Err(invalid("chunk member larger than 4 GiB".into()));
-        }
-        let mut offsets = Vec::with_capacity(text.len() / 128 + 2);
-        offsets.push(0u32);
-        offsets.extend(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i as u32 + 1));
-        if offsets.last().copied() != Some(text.len() as u32) {
-            // Text without a final newline: its last line still ends at the end of the text.
-            offsets.push(text.len() as u32);
-        }
-        Ok(Self {
-            first_line,
-            text,
-            offsets,
-        })
-    }
-
-    /// Index in the chunk of the first line.
-    pub fn first_line(&self) -> usize {
-        self.first_line
-    }
-
-    /// Number of lines (logs) in this member.
-    pub fn line_count(&self) -> usize {
-        self.offsets.len() - 1
-    }
-
-    /// The chunk's lines this member holds.
-    pub fn lines(&self) -> std::ops::Range<usize> {
-        self.first_line..self.first_line + self.line_count()
-    }
-
-    /// The raw text of chunk line `i` (without its newline); `i` must be in [`Self::lines`].
-    pub fn raw_line(&self, i: usize) -> &str {
-        let j = i - self.first_line;
-        let (a, b) = (self.offsets[j] as usize, self.offsets[j + 1] as usize);
-        self.text[a..b].trim_end_matches('\n')
-    }
-
-    /// Parses chunk line `i`.
-    pub fn line(&self, i: usize) -> Result<ChunkLine, ChunkError> {
-        serde_json::from_str(self.raw_line(i)).map_err(|source| ChunkError::Line {
-            line: i + 1,
-            source,
-        })
-    }
-
-    /// Bytes this member holds in memory (what the cache counts).
-    pub fn weight(&self) -> u64 {
-        self.text.capacity() as u64 + self.offsets.capacity() as u64 * 4
-    }
-}
+use crate::chunk::{ChunkObject, DecodedMember};
 
 /// What the cache has done so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -446,7 +278,8 @@ mod tests {
     use crate::model::LogEntry;
     use bson::DateTime;
     use bson::oid::ObjectId;
-    use std::io::Write;
+    use flate2::read::MultiGzDecoder;
+    use std::io::{Read, Write};
 
     fn chunk(n: i64, start: i64) -> Vec<u8> {
         let mut w = ChunkWriter::new(1);
@@ -466,7 +299,7 @@ mod tests {
         w.finish().unwrap().bytes
     }
 
-    fn all_lines(o: &ChunkObject) -> Vec<ChunkLine> {
+    fn all_lines(o: &ChunkObject) -> Vec<crate::chunk::LogRecord> {
         let mut out = Vec::new();
         for k in 0..o.members().len() {
             let m = o.decode_member(k).unwrap();
