@@ -11,7 +11,7 @@ use logfleet::archive::{
 use logfleet::domain::EpisodeId;
 use logfleet::ingest::IngestOptions;
 use logfleet::metrics::ArchiveMetrics;
-use logfleet::s3::ObjectStore;
+use logfleet::object_store::ObjectStore;
 use logfleet_tests::{SentLog, TestEnv, batch_body, make_logs};
 
 async fn ingest_logs(env: &TestEnv, ep: &str, n: usize) -> Vec<SentLog> {

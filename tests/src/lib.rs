@@ -23,7 +23,7 @@ use logfleet::domain::{EpisodeId, LogLevel};
 use logfleet::ingest::{self, IngestOptions};
 use logfleet::model::{LogChunk, LogEntry, LogMetadata};
 use logfleet::mongo::MongoStore;
-use logfleet::s3::{ObjectStore, S3ObjectStore};
+use logfleet::object_store::{ObjectStore, S3ObjectStore};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -8,7 +8,7 @@ use logfleet::archive::{ArchiveKind, request_archive};
 use logfleet::config::Settings;
 use logfleet::domain::EpisodeId;
 use logfleet::mongo::MongoStore;
-use logfleet::s3::{ObjectStore, S3ObjectStore};
+use logfleet::object_store::{ObjectStore, S3ObjectStore};
 use serde_json::json;
 use tokio::sync::oneshot;
 

@@ -28,9 +28,9 @@ pub mod message;
 pub mod metrics;
 pub mod model;
 pub mod mongo;
+pub mod object_store;
 pub mod query;
 pub mod retry;
-pub mod s3;
 pub mod telemetry;
 pub mod worker;
 

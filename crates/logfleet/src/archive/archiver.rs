@@ -14,7 +14,7 @@ use crate::metrics::ArchiveMetrics;
 use crate::model::{LogChunk, LogMetadata};
 use crate::mongo::lease::{LeaseGrant, holds_lease, lease_until};
 use crate::mongo::{Decision, MongoError, MongoStore, RecordedChunk};
-use crate::s3::{ObjectStore, put_verified};
+use crate::object_store::{ObjectStore, put_verified};
 
 use super::{ArchiveError, ArchiveKind, ArchiveStep};
 

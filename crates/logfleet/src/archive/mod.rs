@@ -32,8 +32,8 @@ use crate::domain::EpisodeId;
 use crate::health::{self, HttpListen, Readiness};
 use crate::metrics::ArchiveMetrics;
 use crate::mongo::{MongoError, MongoStore};
+use crate::object_store::{S3ObjectStore, StoreError};
 use crate::retry::{Backoff, Verdict};
-use crate::s3::{S3ObjectStore, StoreError};
 
 mod archiver;
 mod requests;

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::amqp::{self, AmqpError, ConfirmedPublisher, Topology};
 use crate::config::{ArchiveSettings, Settings};
 use crate::domain::EpisodeId;
+use crate::object_store::ObjectStore;
 use crate::retry::Backoff;
-use crate::s3::ObjectStore;
 
 use super::{ArchiveError, ArchiveOutcome, ChunkArchiver};
 

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ArchiveSettings;
 use crate::domain::EpisodeId;
-use crate::s3::ObjectStore;
+use crate::object_store::ObjectStore;
 
 use super::{ArchiveError, ArchiveKind, ArchiveOutcome, ChunkArchiver};
 

@@ -11,7 +11,7 @@ use super::{ChunkCache, LogFilter, LogRecord, Order, QueryError, QueryService};
 use crate::chunk::{ChunkError, ChunkObject, DecodedMember};
 use crate::model::{LogChunk, LogMetadata};
 use crate::mongo::ChunkRange;
-use crate::s3::ObjectStore;
+use crate::object_store::ObjectStore;
 
 impl<S: ObjectStore> QueryService<S> {
     /// Archived logs in `[lo, hi)` (all below `meta.archivedLogs`) matching `f`, in `order`;

@@ -4,7 +4,7 @@ use tokio::sync::mpsc;
 
 use super::{EXPORT_PAGE, ExportFormat, ExportPiece, LogQuery, Order, QueryError, QueryService};
 use crate::chunk::ChunkError;
-use crate::s3::ObjectStore;
+use crate::object_store::ObjectStore;
 
 impl<S: ObjectStore> QueryService<S> {
     /// Streams every log matching the query (from its cursor on, in its order) as JSON Lines,

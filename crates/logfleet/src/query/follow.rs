@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 
 use super::{LogQuery, LogRecord, Order, QueryError, QueryService};
 use crate::domain::EpisodeId;
-use crate::s3::ObjectStore;
+use crate::object_store::ObjectStore;
 
 impl<S: ObjectStore> QueryService<S> {
     /// First sequence number at or above `from` that is not written yet (hot entries are

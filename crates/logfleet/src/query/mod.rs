@@ -51,7 +51,7 @@ use crate::config::{QuerySettings, Settings};
 use crate::domain::{DomainError, EpisodeId};
 use crate::model::LogMetadata;
 use crate::mongo::{MongoError, MongoStore};
-use crate::s3::{ObjectStore, S3ObjectStore, StoreError};
+use crate::object_store::{ObjectStore, S3ObjectStore, StoreError};
 
 pub use crate::chunk::LogRecord;
 pub use cache::{CacheStats, ChunkCache};

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::domain::EpisodeId;
 use crate::mongo::HotRange;
-use crate::s3::ObjectStore;
+use crate::object_store::ObjectStore;
 
 impl<S: ObjectStore> QueryService<S> {
     /// One page of logs: every log matching the filter, from the cursor on, in order, at most

@@ -1,77 +1,12 @@
-//! Object storage for chunks: a small [`ObjectStore`] trait and its S3 implementation.
-//!
-//! The archive-worker needs four things of a store: put an object, read back its size and ETag
-//! to verify the upload, get it, and list keys. Any S3-compatible server (AWS S3, MinIO, s3s-fs)
-//! provides them through [`S3ObjectStore`].
-
-use std::future::Future;
+//! [`S3ObjectStore`]: an S3 bucket through the official SDK (AWS S3 or any S3-compatible
+//! server: MinIO, s3s-fs, ...).
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::primitives::ByteStream;
 
+use super::{ObjectInfo, ObjectStore, StoreError};
 use crate::config::S3Settings;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("object {0} not found")]
-    NotFound(String),
-    #[error("S3 {op} {key}: {message}")]
-    Request {
-        op: &'static str,
-        key: String,
-        message: String,
-    },
-    #[error("upload of {key} did not verify: {detail}")]
-    Verify { key: String, detail: String },
-}
-
-/// What a HEAD of an object tells.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectInfo {
-    pub size: u64,
-    /// ETag without quotes.
-    pub etag: Option<String>,
-}
-
-/// The operations logfleet needs from an object store.
-pub trait ObjectStore: Send + Sync {
-    fn put(&self, key: &str, bytes: Vec<u8>)
-    -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn head(&self, key: &str) -> impl Future<Output = Result<ObjectInfo, StoreError>> + Send;
-    fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
-    /// All keys under `prefix`, sorted.
-    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-}
-
-/// Puts `bytes` at `key`, then checks with a HEAD that the store holds exactly those bytes: the
-/// size must match and, when the ETag is a plain MD5 (single-part upload), so must the digest.
-pub async fn put_verified(
-    store: &impl ObjectStore,
-    key: &str,
-    bytes: Vec<u8>,
-) -> Result<(), StoreError> {
-    use md5::Digest;
-    let len = bytes.len() as u64;
-    let md5 = hex::encode(md5::Md5::digest(&bytes));
-    store.put(key, bytes).await?;
-    let info = store.head(key).await?;
-    if info.size != len {
-        return Err(StoreError::Verify {
-            key: key.into(),
-            detail: format!("size {} != {len}", info.size),
-        });
-    }
-    if let Some(etag) = info.etag.filter(|e| e.len() == 32 && !e.contains('-'))
-        && !etag.eq_ignore_ascii_case(&md5)
-    {
-        return Err(StoreError::Verify {
-            key: key.into(),
-            detail: format!("ETag {etag} != MD5 {md5}"),
-        });
-    }
-    Ok(())
-}
 
 /// An S3 bucket through the official SDK.
 #[derive(Clone, Debug)]
@@ -185,18 +120,44 @@ fn req(op: &'static str, key: &str, e: impl std::error::Error) -> StoreError {
     }
 }
 
-impl ObjectStore for S3ObjectStore {
-    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+impl S3ObjectStore {
+    /// PutObject with the given `Content-MD5` (base64): the server refuses a body whose MD5
+    /// differs (`BadDigest`). [`ObjectStore::put`] sends the body's own.
+    pub async fn put_with_content_md5(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        md5: &str,
+    ) -> Result<(), StoreError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type("application/x-ndjson")
             .content_encoding("gzip")
+            .content_md5(md5)
             .body(ByteStream::from(bytes))
             .send()
             .await
             .map_err(|e| req("PutObject", key, e))?;
+        Ok(())
+    }
+}
+
+impl ObjectStore for S3ObjectStore {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let md5 = super::content_md5(&bytes);
+        self.put_with_content_md5(key, bytes, &md5).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| req("DeleteObject", key, e))?;
         Ok(())
     }
 
