@@ -5,10 +5,9 @@
 
 use std::sync::Arc;
 
-use logfleet::archive::{
-    ArchiveError, ArchiveKind, ArchiveOptions, ArchiveOutcome, ArchiveStep, ChunkArchiver,
-};
+use logfleet::archive::{ArchiveError, ArchiveKind, ArchiveOptions, ArchiveOutcome, ChunkArchiver};
 use logfleet::domain::EpisodeId;
+use logfleet::faults::{CrashAt, FaultPoint, Faults, InjectedFault};
 use logfleet::ingest::IngestOptions;
 use logfleet::metrics::ArchiveMetrics;
 use logfleet::object_store::ObjectStore;
@@ -31,7 +30,7 @@ async fn ingest_logs(env: &TestEnv, ep: &str, n: usize) -> Vec<SentLog> {
     logs
 }
 
-async fn stopped_after(step: ArchiveStep, name: &str) {
+async fn stopped_after(step: FaultPoint, name: &str) {
     let env = TestEnv::new(name, |s| {
         s.ingest.archive_threshold = 100;
         s.ingest.chunk_size = 100;
@@ -43,12 +42,12 @@ async fn stopped_after(step: ArchiveStep, name: &str) {
 
     let x = env.spawn_archive(ArchiveOptions {
         instance: Some("archiver-x".into()),
-        stop_after: Some(step),
+        faults: Faults::new(CrashAt::new(step, 1)),
         ..Default::default()
     });
     let stopped = x.join.await.unwrap();
     assert!(
-        matches!(stopped, Err(ArchiveError::Stopped(s)) if s == step),
+        matches!(stopped, Err(ArchiveError::Injected(InjectedFault(s))) if s == step),
         "{stopped:?}"
     );
 
@@ -60,19 +59,19 @@ async fn stopped_after(step: ArchiveStep, name: &str) {
     let objects = env.objects.list(&format!("logs/{ep}/")).await.unwrap();
     let hot = env.store.count_entries_from(&episode, 0).await.unwrap();
     match step {
-        ArchiveStep::AfterUpload => {
+        FaultPoint::ArchiveAfterUpload => {
             assert_eq!(
                 (objects.len(), records.len(), m.archived_logs, hot),
                 (1, 0, 0, 250)
             );
         }
-        ArchiveStep::AfterLogChunk => {
+        FaultPoint::ArchiveAfterLogChunk => {
             assert_eq!(
                 (objects.len(), records.len(), m.archived_logs, hot),
                 (1, 1, 0, 250)
             );
         }
-        ArchiveStep::AfterMetadata => {
+        FaultPoint::ArchiveAfterMetadata => {
             assert_eq!(
                 (
                     objects.len(),
@@ -84,13 +83,13 @@ async fn stopped_after(step: ArchiveStep, name: &str) {
                 (1, 1, 100, 1, 250)
             );
         }
+        other => panic!("no archive step: {other:?}"),
     }
 
     // Another worker takes the lock over once its lease runs out, and finishes.
     let stats = Arc::new(ArchiveMetrics::default());
     let y = env.spawn_archive(ArchiveOptions {
         instance: Some("archiver-y".into()),
-        stop_after: None,
         metrics: stats.clone(),
         ..Default::default()
     });
@@ -107,17 +106,17 @@ async fn stopped_after(step: ArchiveStep, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn archive_stopped_after_upload_is_completed_by_another_worker() {
-    stopped_after(ArchiveStep::AfterUpload, "stop-upload").await;
+    stopped_after(FaultPoint::ArchiveAfterUpload, "stop-upload").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn archive_stopped_after_logchunk_is_completed_by_another_worker() {
-    stopped_after(ArchiveStep::AfterLogChunk, "stop-logchunk").await;
+    stopped_after(FaultPoint::ArchiveAfterLogChunk, "stop-logchunk").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn archive_stopped_after_metadata_is_completed_by_another_worker() {
-    stopped_after(ArchiveStep::AfterMetadata, "stop-metadata").await;
+    stopped_after(FaultPoint::ArchiveAfterMetadata, "stop-metadata").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -182,13 +181,11 @@ async fn two_archive_workers_and_live_ingest_archive_each_chunk_once() {
     );
     let wa = env.spawn_archive(ArchiveOptions {
         instance: Some("archiver-a".into()),
-        stop_after: None,
         metrics: sa.clone(),
         ..Default::default()
     });
     let wb = env.spawn_archive(ArchiveOptions {
         instance: Some("archiver-b".into()),
-        stop_after: None,
         metrics: sb.clone(),
         ..Default::default()
     });

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use logfleet::ingest::{FaultPlan, IngestError, IngestOptions, IngestStep};
+use logfleet::faults::{CrashAt, FaultPoint, Faults, InjectedFault};
+use logfleet::ingest::{IngestError, IngestOptions};
 use logfleet::metrics::IngestMetrics;
 use logfleet_tests::{SentLog, TestEnv, batch_body, make_logs, single_body};
 
@@ -22,17 +23,17 @@ async fn two_workers_duplicates_and_crashes_give_exactly_once_in_order() {
     })
     .await;
     let metrics = Arc::new(IngestMetrics::default());
-    let with_fault = |instance: &str, step, nth| IngestOptions {
+    let with_fault = |instance: &str, point, nth| IngestOptions {
         instance: Some(instance.into()),
-        fault: Some(FaultPlan { step, nth }),
+        faults: Faults::new(CrashAt::new(point, nth)),
         metrics: metrics.clone(),
         http: None,
     };
     // Worker A starts first, so it becomes the exclusive consumer of every partition; it dies
     // with reserved-but-unwritten ranges. B stands by and takes over.
-    let a = env.spawn_ingest(with_fault("worker-a", IngestStep::AfterReserve, 4));
+    let a = env.spawn_ingest(with_fault("worker-a", FaultPoint::IngestAfterReserve, 4));
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let b = env.spawn_ingest(with_fault("worker-b", IngestStep::AfterInsert, 3));
+    let b = env.spawn_ingest(with_fault("worker-b", FaultPoint::IngestAfterInsert, 3));
 
     // Each producer publishes its own numbered logs to every episode, in order, re-publishing
     // some messages with the same message_id (and some id-less bodies twice: same digest).
@@ -76,18 +77,25 @@ async fn two_workers_duplicates_and_crashes_give_exactly_once_in_order() {
     assert!(
         matches!(
             a_result,
-            Err(IngestError::Crashed(IngestStep::AfterReserve))
+            Err(IngestError::Injected(InjectedFault(
+                FaultPoint::IngestAfterReserve
+            )))
         ),
         "{a_result:?}"
     );
     let b_result = b.join.await.unwrap();
     assert!(
-        matches!(b_result, Err(IngestError::Crashed(IngestStep::AfterInsert))),
+        matches!(
+            b_result,
+            Err(IngestError::Injected(InjectedFault(
+                FaultPoint::IngestAfterInsert
+            )))
+        ),
         "{b_result:?}"
     );
     let c = env.spawn_ingest(IngestOptions {
         instance: Some("worker-c".into()),
-        fault: None,
+        faults: Faults::default(),
         metrics: metrics.clone(),
         http: None,
     });

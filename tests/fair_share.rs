@@ -25,9 +25,8 @@ async fn added_workers_take_their_share_and_departed_ones_are_covered() {
         let m = Arc::new(IngestMetrics::default());
         let h = env.spawn_ingest(IngestOptions {
             instance: Some(name.into()),
-            fault: None,
             metrics: m.clone(),
-            http: None,
+            ..Default::default()
         });
         (h, m)
     };

@@ -144,12 +144,7 @@ async fn the_same_producer_id_and_sequence_make_the_same_batches_which_are_inges
     }
     producer.close().await.unwrap();
     let all: Vec<SentLog> = logs.iter().chain(&tail).cloned().collect();
-    env.wait_for("the tail ingested", || async {
-        env.metadata("prod-ids")
-            .await
-            .is_some_and(|m| m.total_logs >= 910)
-    })
-    .await;
+    env.wait_for_episode("prod-ids", 910, 0).await;
     env.snapshot("prod-ids").await.assert_exact(&all);
     ingest.stop().await.unwrap();
     env.cleanup().await;

@@ -19,6 +19,7 @@ use futures::StreamExt;
 use logfleet::archive::{ArchiveKind, ArchiveOptions, ChunkArchiver};
 use logfleet::config::Settings;
 use logfleet::domain::{EpisodeId, LogLevel};
+use logfleet::faults::{FaultAction, FaultPoint, Faults, HookFn};
 use logfleet::ingest::IngestOptions;
 use logfleet::object_store::ObjectStore;
 use logfleet::query::{LogFilter, LogQuery, Order, QueryService};
@@ -865,21 +866,25 @@ async fn reads_while_the_episode_is_archived() {
         "race-archiver".into(),
     ));
     let fired = Arc::new(AtomicBool::new(false));
-    let mut svc = QueryService::connect(&env.settings).await.unwrap();
-    {
+    let hook = {
         let (archiver, fired, episode) = (archiver.clone(), fired.clone(), episode.clone());
-        svc.set_before_hot_read(Some(Arc::new(move || {
+        HookFn(move |point| {
             let (archiver, fired, episode) = (archiver.clone(), fired.clone(), episode.clone());
             Box::pin(async move {
-                if !fired.swap(true, Ordering::SeqCst) {
+                if point == FaultPoint::QueryBeforeHotRead && !fired.swap(true, Ordering::SeqCst) {
                     archiver
                         .archive_episode(&episode, ArchiveKind::Threshold)
                         .await
                         .expect("archive run");
                 }
-            }) as futures::future::BoxFuture<'static, ()>
-        })));
-    }
+                FaultAction::Continue
+            }) as futures::future::BoxFuture<'static, FaultAction>
+        })
+    };
+    let svc = QueryService::connect(&env.settings)
+        .await
+        .unwrap()
+        .with_faults(Faults::new(hook));
     let q = LogQuery {
         episode: episode.clone(),
         filter: LogFilter::default(),

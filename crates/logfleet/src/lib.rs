@@ -21,6 +21,7 @@ pub mod archive;
 pub mod chunk;
 pub mod config;
 pub mod domain;
+pub mod faults;
 pub mod health;
 pub mod ingest;
 pub mod ledger;

@@ -16,7 +16,8 @@ use crate::mongo::lease::{LeaseGrant, holds_lease, lease_until};
 use crate::mongo::{Decision, MongoError, MongoStore, RecordedChunk};
 use crate::object_store::{ObjectStore, put_verified};
 
-use super::{ArchiveError, ArchiveKind, ArchiveStep};
+use super::{ArchiveError, ArchiveKind};
+use crate::faults::{FaultPoint, Faults};
 
 /// What one call of [`ChunkArchiver::archive_episode`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +40,8 @@ pub struct ChunkArchiver<S: ObjectStore> {
     pub(super) key_prefix: String,
     /// Instance id written into the lease; tells this worker's locks from others'.
     pub(super) owner: String,
-    pub(super) stop_after: Option<ArchiveStep>,
+    /// Fault hooks (tests; see [`crate::faults`]).
+    pub(super) faults: Faults,
     /// Episodes this process is archiving now: the sweep and the event consumer share one lease
     /// owner, so they must not run on the same episode at once.
     pub(super) running: std::sync::Mutex<std::collections::HashSet<EpisodeId>>,
@@ -66,15 +68,16 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             settings: settings.archive.clone(),
             key_prefix: settings.s3.key_prefix.clone(),
             owner,
-            stop_after: None,
+            faults: Faults::default(),
             running: Default::default(),
             metrics: Arc::default(),
         }
     }
 
-    /// Makes every run stop (as if the process died, lock left held) after `step`.
-    pub fn stop_after(mut self, step: Option<ArchiveStep>) -> Self {
-        self.stop_after = step;
+    /// Installs fault hooks (tests; see [`crate::faults`]). A crash at an archive point leaves
+    /// the lock held, as a dead process would.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
         self
     }
 
@@ -111,7 +114,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             Ok(ArchiveOutcome::Busy) => "busy",
             Ok(ArchiveOutcome::Unknown) => "unknown",
             Ok(ArchiveOutcome::Gap { .. }) => "gap",
-            Err(ArchiveError::Stopped(_)) => "stopped",
+            Err(ArchiveError::Injected(_)) => "stopped",
             Err(_) => "error",
         };
         self.metrics.runs.with_label_values(&[outcome]).inc();
@@ -143,7 +146,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             }
         };
         let result = self.archive_locked(meta, kind).await;
-        if matches!(result, Err(ArchiveError::Stopped(_))) {
+        if matches!(result, Err(ArchiveError::Injected(_))) {
             return result;
         }
         if let Err(e) = self.store.release_archive_lease(ep, &self.owner).await {
@@ -172,14 +175,6 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         updated
             .map(|u| u.metadata)
             .ok_or_else(|| ArchiveError::LeaseLost(ep.clone()))
-    }
-
-    fn stop_point(&self, step: ArchiveStep) -> Result<(), ArchiveError> {
-        if self.stop_after == Some(step) {
-            tracing::warn!(?step, "fault plan: stopping here");
-            return Err(ArchiveError::Stopped(step));
-        }
-        Ok(())
     }
 
     async fn archive_locked(
@@ -234,9 +229,9 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             put_verified(&self.objects, &key, encoded.bytes.clone()).await?;
             upload.observe_duration();
             self.metrics.chunk_bytes.observe(size_bytes as f64);
-            self.stop_point(ArchiveStep::AfterUpload)?;
+            self.faults.at(FaultPoint::ArchiveAfterUpload).await?;
             self.record_chunk(&ep, chunk_number, &encoded, &key).await?;
-            self.stop_point(ArchiveStep::AfterLogChunk)?;
+            self.faults.at(FaultPoint::ArchiveAfterLogChunk).await?;
             let lease = self.lease_until();
             meta = self
                 .update_locked(&ep, |m| {
@@ -254,7 +249,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
                     Ok(())
                 })
                 .await?;
-            self.stop_point(ArchiveStep::AfterMetadata)?;
+            self.faults.at(FaultPoint::ArchiveAfterMetadata).await?;
             self.store
                 .delete_entries_below(&ep, meta.archived_logs)
                 .await?;

@@ -108,7 +108,7 @@ pub(super) async fn consume_events<S: ObjectStore + 'static>(
     };
     stop.cancel();
     while let Some(done) = tasks.join_next().await {
-        if let Ok(Err(e @ ArchiveError::Stopped(_))) = done {
+        if let Ok(Err(e @ ArchiveError::Injected(_))) = done {
             return Err(e);
         }
     }
@@ -148,7 +148,7 @@ async fn handle_event<S: ObjectStore>(
             Ok(ArchiveOutcome::Gap { at }) => {
                 format!("sequence {at} is reserved but not written yet")
             }
-            Err(e @ ArchiveError::Stopped(_)) => return Err(e),
+            Err(e @ ArchiveError::Injected(_)) => return Err(e),
             Err(e) => {
                 tracing::warn!(episode = %ep, error = %e, "archive run failed; retrying");
                 e.to_string()

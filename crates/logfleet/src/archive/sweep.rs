@@ -55,7 +55,7 @@ pub(super) async fn sweep_loop<S: ObjectStore + 'static>(
         match archiver.sweep().await {
             Ok(0) => {}
             Ok(chunks) => tracing::info!(chunks, "sweep archived chunks"),
-            Err(e @ ArchiveError::Stopped(_)) => return Err(e),
+            Err(e @ ArchiveError::Injected(_)) => return Err(e),
             Err(e) => tracing::warn!(error = %e, "sweep failed; next sweep retries"),
         }
     }

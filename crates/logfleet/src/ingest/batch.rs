@@ -7,11 +7,10 @@ use bson::DateTime;
 use bson::oid::ObjectId;
 use lapin::message::Delivery;
 
-use std::sync::atomic::Ordering;
-
-use super::{IngestError, IngestStep, Worker};
+use super::{IngestError, Worker};
 use crate::amqp::{self, ConfirmedPublisher};
 use crate::domain::EpisodeId;
+use crate::faults::FaultPoint;
 use crate::ledger::Plan;
 use crate::message::{self, LogMessage, MessageProperties};
 use crate::model::{LogEntry, LogMetadata};
@@ -116,7 +115,7 @@ pub(super) async fn handle_batch(
                 }
                 return Ok(BatchOutcome::Done);
             }
-            Err(e @ IngestError::Crashed(_)) => return Err(e),
+            Err(e @ IngestError::Injected(_)) => return Err(e),
             Err(e) => {
                 cache.clear();
                 let wait = backoff.next_delay();
@@ -184,7 +183,7 @@ async fn write_batch(
             events.push(ep.clone());
         }
     }
-    worker.fault_point(IngestStep::AfterReserve)?;
+    worker.faults.at(FaultPoint::IngestAfterReserve).await?;
     for slice in entries.chunks(worker.settings.ingest.max_batch_logs) {
         let timer = worker.metrics.insert_seconds.start_timer();
         let out = worker.store.insert_entries(slice).await?;
@@ -192,7 +191,7 @@ async fn write_batch(
         worker.metrics.logs_inserted.inc_by(out.inserted as u64);
         worker.metrics.logs_duplicate.inc_by(out.duplicates as u64);
     }
-    worker.fault_point(IngestStep::AfterInsert)?;
+    worker.faults.at(FaultPoint::IngestAfterInsert).await?;
     // A replayed entry may have been archived and deleted between our read of archivedLogs and
     // our insert; if so, the insert brought it back and it must go again.
     for (ep, lowest) in replayed {
@@ -244,22 +243,6 @@ async fn reserve(
     let mut plan = updated.value;
     plan.updated = updated.metadata;
     Ok(plan)
-}
-
-impl Worker {
-    fn fault_point(&self, step: IngestStep) -> Result<(), IngestError> {
-        match self.fault {
-            Some(f) if f.step == step => {
-                let hits = self.fault_hits.fetch_add(1, Ordering::SeqCst) + 1;
-                if hits == f.nth {
-                    tracing::warn!(?step, "fault plan: dying here");
-                    return Err(IngestError::Crashed(step));
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
 /// Runs `f` when dropped: keeps a gauge right however a task ends.

@@ -41,7 +41,7 @@ mod read;
 pub mod types;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use bson::oid::ObjectId;
@@ -49,6 +49,7 @@ use bson::oid::ObjectId;
 use crate::chunk::{ChunkError, rfc3339_ms};
 use crate::config::{QuerySettings, Settings};
 use crate::domain::{DomainError, EpisodeId};
+use crate::faults::{Faults, InjectedFault};
 use crate::model::LogMetadata;
 use crate::mongo::{MongoError, MongoStore};
 use crate::object_store::{ObjectStore, S3ObjectStore, StoreError};
@@ -80,6 +81,8 @@ pub enum QueryError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Chunk(#[from] ChunkError),
+    #[error(transparent)]
+    Injected(#[from] InjectedFault),
     /// Stored state contradicts itself (a committed chunk missing or not matching its record).
     #[error("inconsistent storage: {0}")]
     Inconsistent(String),
@@ -101,14 +104,10 @@ pub(crate) fn bad(msg: impl Into<String>) -> QueryError {
     QueryError::BadRequest(msg.into())
 }
 
-/// A hook run between a page's first LogMetadata read and its hot read (tests use it to archive
-/// at exactly that moment).
-pub type ReadHook = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
-
 /// The read path over both tiers. Share one per process (it owns the chunk cache).
 pub struct QueryService<S: ObjectStore = S3ObjectStore> {
-    /// Test hook, see [`ReadHook`].
-    before_hot_read: Option<ReadHook>,
+    /// Fault hooks (tests; see [`crate::faults`]).
+    faults: Faults,
     store: MongoStore,
     objects: S,
     cache: ChunkCache,
@@ -131,7 +130,7 @@ impl QueryService<S3ObjectStore> {
 impl<S: ObjectStore> QueryService<S> {
     pub fn new(store: MongoStore, objects: S, settings: QuerySettings) -> Self {
         Self {
-            before_hot_read: None,
+            faults: Faults::default(),
             store,
             objects,
             cache: ChunkCache::new(settings.cache_bytes),
@@ -140,9 +139,10 @@ impl<S: ObjectStore> QueryService<S> {
         }
     }
 
-    /// Installs a [`ReadHook`] (for tests of reads racing the archiver).
-    pub fn set_before_hot_read(&mut self, hook: Option<ReadHook>) {
-        self.before_hot_read = hook;
+    /// Installs fault hooks (tests of reads racing the archiver; see [`crate::faults`]).
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
+        self
     }
 
     pub fn settings(&self) -> &QuerySettings {

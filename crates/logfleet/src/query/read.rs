@@ -7,6 +7,7 @@ use super::{
     LogFilter, LogPage, LogQuery, LogRecord, Order, QueryError, QueryService, TimeRange, bad,
 };
 use crate::domain::EpisodeId;
+use crate::faults::FaultPoint;
 use crate::mongo::HotRange;
 use crate::object_store::ObjectStore;
 
@@ -113,9 +114,7 @@ impl<S: ObjectStore> QueryService<S> {
         order: Order,
         want: usize,
     ) -> Result<Vec<LogRecord>, QueryError> {
-        if let Some(hook) = &self.before_hot_read {
-            hook().await;
-        }
+        self.faults.at(FaultPoint::QueryBeforeHotRead).await?;
         // The time range goes to the server widened to whole seconds (exact bounds are checked
         // here): a server comparing datetimes at second precision, as the test stand-in does,
         // then still returns every match, and MongoDB returns at most a second more.
