@@ -19,7 +19,7 @@ use logfleet::ingest::IngestOptions;
 use logfleet::message::{self, MessageProperties};
 use logfleet::metrics::IngestMetrics;
 use logfleet::model::LogEntry;
-use logfleet_tests::{TestEnv, batch_body, make_logs, single_body};
+use logfleet_testkit::{TestEnv, batch_body, make_logs, single_body};
 
 /// When the run started, for [`progress`].
 static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -295,7 +295,7 @@ impl WorkerProc {
     /// The value of a sample on `/metrics`; None while the endpoint does not answer.
     pub async fn metric(&self, sample: &str) -> Option<f64> {
         let text = http_body(self.http, "/metrics").await?;
-        logfleet_tests::metric_value(&text, sample)
+        logfleet_testkit::metric_value(&text, sample)
     }
 
     /// Peak resident set size so far (VmHWM), in bytes.
@@ -305,7 +305,7 @@ impl WorkerProc {
 
     /// SIGTERM, then waits for the exit (the workers drain and exit 0).
     pub async fn terminate(self) -> anyhow::Result<()> {
-        let code = logfleet_tests::terminate(self.child).await;
+        let code = logfleet_testkit::terminate(self.child).await;
         if code != Some(0) {
             bail!("worker exited with {code:?} after SIGTERM");
         }

@@ -40,6 +40,8 @@ pub struct TestEnv {
     pub topology: Topology,
     pub conn: lapin::Connection,
     pub publisher: ConfirmedPublisher,
+    /// Set by [`TestEnv::cleanup`]; otherwise `Drop` cleans up (a test that panicked).
+    cleaned: bool,
 }
 
 /// A worker running in this process, stoppable on demand.
@@ -131,6 +133,7 @@ impl TestEnv {
             topology,
             conn,
             publisher,
+            cleaned: false,
         }
     }
 
@@ -359,36 +362,119 @@ impl TestEnv {
         }
     }
 
-    /// Removes this test's queues and exchanges (MongoDB databases and buckets are left for
-    /// inspection; their names carry the test's id).
-    pub async fn cleanup(self) {
-        let conn = logfleet::amqp::connect(&self.settings.amqp, "test-cleanup")
-            .await
-            .expect("RabbitMQ reachable");
-        let ch = conn.create_channel().await.unwrap();
-        let t = &self.topology;
-        for q in t.partition_queues.iter().chain([
-            &t.dead_letter_queue,
-            &t.archive_queue,
-            &t.archive_dead_letter_queue,
-        ]) {
-            let _ = ch
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for e in [
-            &t.logs_exchange,
-            &t.dead_letter_exchange,
-            &t.archive_exchange,
-            &t.archive_dead_letter_exchange,
-        ] {
-            let _ = ch
-                .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        }
-        let _ = self.store.drop_database().await;
+    /// Removes this test's queues, exchanges and database (its bucket is left: the names carry
+    /// the test's id). A test that panics before calling this is cleaned up by `Drop`.
+    pub async fn cleanup(mut self) {
+        remove_test_resources(&self.settings).await;
         let _ = self.conn.close(200, "done".into()).await;
+        self.cleaned = true;
     }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        // Drop may run inside the test's runtime, while a panic unwinds: the asynchronous
+        // clean-up runs on a thread of its own, with a runtime of its own, and is waited for.
+        let settings = self.settings.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(30),
+                        remove_test_resources(&settings),
+                    )
+                    .await;
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// Deletes a test's queues and exchanges and drops its database, as far as the servers let.
+async fn remove_test_resources(settings: &Settings) {
+    if let Ok(conn) = logfleet::amqp::connect(&settings.amqp, "test-cleanup").await {
+        if let Ok(ch) = conn.create_channel().await {
+            let t = Topology::new(&settings.amqp);
+            for q in t.partition_queues.iter().chain([
+                &t.dead_letter_queue,
+                &t.archive_queue,
+                &t.archive_dead_letter_queue,
+                &t.workers_queue,
+            ]) {
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for e in [
+                &t.logs_exchange,
+                &t.dead_letter_exchange,
+                &t.archive_exchange,
+                &t.archive_dead_letter_exchange,
+            ] {
+                let _ = ch
+                    .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+        }
+        let _ = conn.close(200, "done".into()).await;
+    }
+    if let Ok(store) = MongoStore::connect(&settings.mongo).await {
+        let _ = store.drop_database().await;
+    }
+}
+
+/// A MongoDB outage a test causes with `MONGO_STOP_CMD` and ends with `MONGO_START_CMD`: the
+/// server is started again when the guard is dropped, even if the test panicked meanwhile, so
+/// the tests after it find it up.
+pub struct MongoOutage {
+    /// The command that starts the server again.
+    start: String,
+    /// Whether [`MongoOutage::end`] ran.
+    ended: bool,
+}
+
+impl MongoOutage {
+    /// Stops the server with `stop`; `start` starts it again.
+    pub fn begin(stop: &str, start: &str) -> Self {
+        run_shell(stop);
+        Self {
+            start: start.to_owned(),
+            ended: false,
+        }
+    }
+
+    /// Starts the server again.
+    pub fn end(mut self) {
+        self.ended = true;
+        run_shell(&self.start);
+    }
+}
+
+impl Drop for MongoOutage {
+    fn drop(&mut self) {
+        if !self.ended {
+            let status = std::process::Command::new("sh")
+                .args(["-c", &self.start])
+                .status();
+            eprintln!("MongoOutage dropped during the outage: restarted the server ({status:?})");
+        }
+    }
+}
+
+/// Runs a shell command; fails the test if it fails.
+pub fn run_shell(cmd: &str) {
+    let status = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .status()
+        .expect("command runs");
+    assert!(status.success(), "{cmd} failed");
 }
 
 /// Sends SIGTERM to a child process and waits for it to exit; returns its exit code.

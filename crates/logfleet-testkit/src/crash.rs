@@ -169,13 +169,7 @@ impl ResilientPublisher {
     }
 }
 
-fn run_cmd(cmd: &str) {
-    let status = std::process::Command::new("sh")
-        .args(["-c", cmd])
-        .status()
-        .expect("command runs");
-    assert!(status.success(), "{cmd} failed");
-}
+use crate::run_shell as run_cmd;
 
 /// Runs the plan against the services of `env` (created with `crash_env`) and returns what it
 /// found. Panics only on harness failures; the caller asserts on the report.
@@ -303,9 +297,9 @@ pub async fn run(env: &TestEnv, plan: &CrashPlan) -> CrashReport {
                     && (progress > 0.6 || load_done.load(Ordering::Relaxed))
                 {
                     tokio::task::spawn_blocking(move || {
-                        run_cmd(&stop);
+                        let outage = crate::MongoOutage::begin(&stop, &start);
                         std::thread::sleep(Duration::from_secs(2));
-                        run_cmd(&start);
+                        outage.end();
                     })
                     .await
                     .unwrap();

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use logfleet_tests::TestEnv;
+use logfleet_testkit::TestEnv;
 
 /// `logctl ARGS` with the test's settings (`LOGFLEET__*`).
 pub fn logctl(env: &TestEnv, args: &[&str]) -> Command {

@@ -1,14 +1,14 @@
 //! `logctl lock show|release`, `logctl archive flush` (and its alias `flush`) and
 //! `logctl topology [--check]` against the real services.
 
-mod common;
+use crate::common;
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use logfleet::amqp::Topology;
 use logfleet::archive::ArchiveOptions;
 use logfleet::ingest::IngestOptions;
 use logfleet::model::ArchiveLease;
-use logfleet_tests::{SentLog, TestEnv, batch_body, make_logs};
+use logfleet_testkit::{SentLog, TestEnv, batch_body, make_logs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stuck_lock_is_shown_released_by_force_then_the_episode_flushes() {

@@ -23,7 +23,7 @@ use logfleet::faults::{FaultAction, FaultPoint, Faults, HookFn};
 use logfleet::ingest::IngestOptions;
 use logfleet::object_store::ObjectStore;
 use logfleet::query::{LogFilter, LogQuery, Order, QueryService};
-use logfleet_tests::{SentLog, StoredLog, TestEnv, batch_body, make_logs, metric_value};
+use logfleet_testkit::{SentLog, StoredLog, TestEnv, batch_body, make_logs, metric_value};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -699,7 +699,7 @@ async fn reads_across_both_tiers() {
     let ingest = env.spawn_ingest(IngestOptions::default());
     let mut published = false;
     while lines.len() < 305 {
-        let chunk = tokio::time::timeout(logfleet_tests::STUCK_AFTER, stream.next())
+        let chunk = tokio::time::timeout(logfleet_testkit::STUCK_AFTER, stream.next())
             .await
             .expect("stuck waiting for followed logs")
             .expect("the follow stream stays open")

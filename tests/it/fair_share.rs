@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use logfleet::ingest::IngestOptions;
 use logfleet::metrics::IngestMetrics;
-use logfleet_tests::{SentLog, TestEnv, batch_body, make_logs};
+use logfleet_testkit::{SentLog, TestEnv, batch_body, make_logs};
 
 const EPISODES: usize = 16;
 

@@ -11,7 +11,7 @@ use logfleet::faults::{CrashAt, FaultPoint, Faults, InjectedFault};
 use logfleet::ingest::IngestOptions;
 use logfleet::metrics::ArchiveMetrics;
 use logfleet::object_store::ObjectStore;
-use logfleet_tests::{SentLog, TestEnv, batch_body, make_logs};
+use logfleet_testkit::{SentLog, TestEnv, batch_body, make_logs};
 
 async fn ingest_logs(env: &TestEnv, ep: &str, n: usize) -> Vec<SentLog> {
     let logs = make_logs(ep, n, 1_764_100_000_000);

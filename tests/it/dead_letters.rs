@@ -3,7 +3,7 @@
 use lapin::BasicProperties;
 use logfleet::amqp::{REASON_HEADER, ROUTING_KEY_HEADER};
 use logfleet::ingest::IngestOptions;
-use logfleet_tests::{TestEnv, batch_body, make_logs};
+use logfleet_testkit::{TestEnv, batch_body, make_logs};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

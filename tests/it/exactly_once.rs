@@ -8,7 +8,7 @@ use std::sync::Arc;
 use logfleet::faults::{CrashAt, FaultPoint, Faults, InjectedFault};
 use logfleet::ingest::{IngestError, IngestOptions};
 use logfleet::metrics::IngestMetrics;
-use logfleet_tests::{SentLog, TestEnv, batch_body, make_logs, single_body};
+use logfleet_testkit::{SentLog, TestEnv, batch_body, make_logs, single_body};
 
 const PRODUCERS: usize = 3;
 const EPISODES: [&str; 4] = ["eo-0", "eo-1", "eo-2", "eo-3"];

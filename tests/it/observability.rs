@@ -7,7 +7,7 @@ use logfleet::archive::ArchiveOptions;
 use logfleet::health::HttpListen;
 use logfleet::ingest::IngestOptions;
 use logfleet::metrics::{ArchiveMetrics, IngestMetrics};
-use logfleet_tests::{TestEnv, batch_body, free_listener, http_get, make_logs, metric_value};
+use logfleet_testkit::{TestEnv, batch_body, free_listener, http_get, make_logs, metric_value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_count_what_the_workers_did() {

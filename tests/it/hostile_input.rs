@@ -8,8 +8,8 @@ use logfleet::amqp::REASON_HEADER;
 use logfleet::config::LimitsSettings;
 use logfleet::ingest::IngestOptions;
 use logfleet::message::{MessageProperties, decode};
-use logfleet_tests::hostile::corpus;
-use logfleet_tests::{TestEnv, batch_body, make_logs};
+use logfleet_testkit::hostile::corpus;
+use logfleet_testkit::{TestEnv, batch_body, make_logs};
 
 #[test]
 fn the_corpus_has_over_30_kinds_each_refused_by_the_decoder_with_its_reason() {

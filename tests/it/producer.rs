@@ -9,7 +9,7 @@ use lapin::options::ExchangeDeleteOptions;
 use logfleet::domain::EpisodeId;
 use logfleet::ingest::IngestOptions;
 use logfleet_client::{ClientError, Log, Producer, ProducerConfig};
-use logfleet_tests::{SentLog, TestEnv, make_logs};
+use logfleet_testkit::{SentLog, TestEnv, make_logs};
 
 fn to_log(l: &SentLog) -> Log {
     Log {
@@ -170,7 +170,7 @@ async fn producer_survives_a_dropped_connection_and_reports_exhausted_retries_wi
     // Drop the connection while the producer keeps publishing.
     // The closing quote makes the prefix match the exact connection name.
     let dropper = tokio::task::spawn_blocking(move || {
-        logfleet_tests::broker_drops_connections(&format!("{name}\""))
+        logfleet_testkit::broker_drops_connections(&format!("{name}\""))
     });
     for l in rest {
         producer.send(&ep, to_log(l)).await.unwrap();

@@ -3,11 +3,11 @@
 //! say, the data ends exact, a message that fails again returns with its history, purge asks
 //! first; and a replay killed halfway and rerun loses and doubles nothing.
 
-mod common;
+use crate::common;
 
 use logfleet::config::LimitsSettings;
 use logfleet::ingest::IngestOptions;
-use logfleet_tests::{SentLog, TestEnv, batch_body, make_logs};
+use logfleet_testkit::{SentLog, TestEnv, batch_body, make_logs};
 use serde_json::json;
 
 /// Publishes `logs` to `ep` in batches of 20, with ids `{tag}-{i}`.

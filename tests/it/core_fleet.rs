@@ -3,7 +3,7 @@
 
 use logfleet::archive::ArchiveOptions;
 use logfleet::ingest::IngestOptions;
-use logfleet_tests::{TestEnv, batch_body, make_logs, single_body};
+use logfleet_testkit::{TestEnv, batch_body, make_logs, single_body};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ingest_and_archive_130k_logs_with_default_settings() {

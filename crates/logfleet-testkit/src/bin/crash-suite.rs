@@ -2,7 +2,7 @@
 //! Prints the figures (kills, restarts, logs checked, lost, duplicated) and exits non-zero if
 //! anything was lost, duplicated or reordered.
 
-use logfleet_tests::crash::{self, CrashPlan};
+use logfleet_testkit::crash::{self, CrashPlan};
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();

@@ -2,7 +2,7 @@
 //! `tail` and `tail -f`, `export` (JSONL.gz), `stats`, `chunks`, `episodes`, and a bad episode id.
 //! Data placed by the real workers: two chunks archived in S3 and 200 logs hot in MongoDB.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
@@ -10,7 +10,7 @@ use std::process::Stdio;
 use logfleet::archive::ArchiveOptions;
 use logfleet::domain::LogLevel;
 use logfleet::ingest::IngestOptions;
-use logfleet_tests::{TestEnv, batch_body, make_logs};
+use logfleet_testkit::{TestEnv, batch_body, make_logs};
 use serde_json::Value;
 
 fn seqs(records: &[Value]) -> Vec<i64> {
@@ -208,7 +208,7 @@ async fn read_subcommands_through_the_binary() {
     let more = make_logs("cli-follow", 120, 1_765_100_100_000);
     let mut published = false;
     while followed.len() < 122 {
-        let v = tokio::time::timeout(logfleet_tests::STUCK_AFTER, rx.recv())
+        let v = tokio::time::timeout(logfleet_testkit::STUCK_AFTER, rx.recv())
             .await
             .expect("stuck waiting for tail -f")
             .expect("tail -f keeps running");

@@ -16,7 +16,7 @@ use logfleet::domain::{EpisodeId, LogLevel};
 use logfleet::ingest::IngestOptions;
 use logfleet::model::LogEntry;
 use logfleet::mongo::{Decision, MongoError};
-use logfleet_tests::TestEnv;
+use logfleet_testkit::TestEnv;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_metadata_writers_lose_nothing() {

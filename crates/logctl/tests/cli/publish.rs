@@ -2,10 +2,10 @@
 //! ingested exactly once and in order; invalid lines skipped and reported, or with `--strict`
 //! nothing published at all.
 
-mod common;
+use crate::common;
 
 use logfleet::ingest::IngestOptions;
-use logfleet_tests::{SentLog, TestEnv, batch_body, make_logs, single_body};
+use logfleet_testkit::{SentLog, TestEnv, batch_body, make_logs, single_body};
 
 fn ndjson(lines: &[String]) -> String {
     lines.iter().map(|l| format!("{l}\n")).collect()
