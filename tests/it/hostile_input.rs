@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use logfleet::amqp::REASON_HEADER;
 use logfleet::config::LimitsSettings;
+use logfleet::contract::{MessageProperties, decode};
 use logfleet::ingest::IngestOptions;
-use logfleet::message::{MessageProperties, decode};
 use logfleet_testkit::hostile::corpus;
 use logfleet_testkit::{TestEnv, batch_body, make_logs};
 

@@ -21,7 +21,8 @@ fn to_log(l: &SentLog) -> Log {
 }
 
 fn config(env: &TestEnv) -> ProducerConfig {
-    let mut c = ProducerConfig::from_settings(&env.settings);
+    let s = &env.settings;
+    let mut c = ProducerConfig::for_fleet(&s.amqp.url, &s.amqp.prefix, s.limits.clone());
     c.connection_name = format!("test-producer-{}", env.settings.amqp.prefix);
     c
 }
@@ -80,7 +81,7 @@ async fn producer_batches_within_the_limits_and_ingest_is_exactly_once_and_order
         matches!(
             huge,
             Err(ClientError::Invalid {
-                reason: logfleet::message::RejectReason::MessageTooLarge { .. },
+                reason: logfleet::contract::RejectReason::MessageTooLarge { .. },
                 ..
             })
         ),

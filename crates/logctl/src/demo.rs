@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use logfleet::amqp::request_archive;
 use logfleet::amqp::{ConfirmedPublisher, Topology};
-use logfleet::archive::{ArchiveKind, request_archive};
 use logfleet::config::Settings;
+use logfleet::contract::ArchiveKind;
 use logfleet::domain::EpisodeId;
 use logfleet::mongo::MongoStore;
 use logfleet::object_store::{ObjectStore, S3ObjectStore};

@@ -8,9 +8,10 @@
 //! without committing.
 
 use anyhow::Context;
+use logfleet::amqp::request_archive;
 use logfleet::amqp::{ConfirmedPublisher, Topology};
-use logfleet::archive::{ArchiveKind, request_archive};
 use logfleet::config::Settings;
+use logfleet::contract::ArchiveKind;
 use logfleet::domain::EpisodeId;
 use logfleet::mongo::MongoStore;
 use logfleet::mongo::lease::{ForcedRelease, describe_lease};

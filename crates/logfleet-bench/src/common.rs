@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use bson::DateTime;
-use bson::oid::ObjectId;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Confirmation};
 use logfleet::config::Settings;
+use logfleet::contract::{self, MessageProperties};
 use logfleet::ingest::IngestOptions;
-use logfleet::message::{self, MessageProperties};
 use logfleet::metrics::IngestMetrics;
 use logfleet::model::LogEntry;
 use logfleet_testkit::{TestEnv, batch_body, make_logs, single_body};
@@ -92,7 +91,7 @@ pub fn entries_of(msgs: &[Msg], settings: &Settings) -> anyhow::Result<Vec<LogEn
     let mut next_seq: std::collections::HashMap<String, i64> = Default::default();
     let mut out = Vec::new();
     for m in msgs {
-        let decoded = message::decode(
+        let decoded = contract::decode(
             &m.body,
             MessageProperties {
                 message_id: Some(&m.id),
@@ -103,18 +102,9 @@ pub fn entries_of(msgs: &[Msg], settings: &Settings) -> anyhow::Result<Vec<LogEn
         )
         .map_err(|e| anyhow!("bench message refused: {e}"))?;
         let seq = next_seq.entry(m.routing_key.clone()).or_default();
-        for log in decoded.logs {
-            // Built exactly as `ingest::write_batch` builds an entry.
-            out.push(LogEntry {
-                id: ObjectId::new(),
-                episode_id: decoded.episode_id.clone(),
-                timestamp: log.timestamp,
-                level: log.level,
-                message: log.message,
-                metadata: log.metadata,
-                sequence_number: *seq,
-                created_at: now,
-            });
+        for log in &decoded.logs {
+            // Built by the function the ingest-worker builds its entries with.
+            out.push(LogEntry::from_new_log(&decoded.episode_id, log, *seq, now)?);
             *seq += 1;
         }
     }

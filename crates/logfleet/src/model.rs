@@ -59,6 +59,14 @@ pub fn metadata_json_len(doc: &Document) -> usize {
         .unwrap_or(0)
 }
 
+/// A producer's metadata (a JSON object, keys in the order sent) as the BSON document a
+/// LogEntry stores; [`crate::chunk::metadata_to_json`] turns it back into the same JSON.
+pub fn metadata_to_bson(
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Document, bson::ser::Error> {
+    bson::to_document(map)
+}
+
 /// One log line in MongoDB (collection `LogEntry`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -77,6 +85,25 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
+    /// The entry an ingest-worker stores for a decoded log given sequence number `seq`.
+    pub fn from_new_log(
+        episode_id: &EpisodeId,
+        log: &crate::contract::NewLog,
+        sequence_number: i64,
+        created_at: DateTime,
+    ) -> Result<Self, bson::ser::Error> {
+        Ok(Self {
+            id: ObjectId::new(),
+            episode_id: episode_id.clone(),
+            timestamp: DateTime::from_millis(log.timestamp_ms),
+            level: log.level,
+            message: log.message.clone(),
+            metadata: log.metadata.as_ref().map(metadata_to_bson).transpose()?,
+            sequence_number,
+            created_at,
+        })
+    }
+
     /// [`entry_size`] of this entry.
     pub fn size(&self) -> i64 {
         let meta_len = self.metadata.as_ref().map_or(0, metadata_json_len);

@@ -7,16 +7,17 @@ use bson::DateTime;
 use bson::oid::ObjectId;
 use futures::TryStreamExt;
 
-use crate::chunk::{ChunkWriter, EncodedChunk, chunk_key};
+use crate::chunk::{ChunkError, ChunkWriter, EncodedChunk, chunk_key};
 use crate::config::{ArchiveSettings, Settings};
 use crate::domain::EpisodeId;
 use crate::metrics::ArchiveMetrics;
-use crate::model::{LogChunk, LogMetadata};
+use crate::model::{LogChunk, LogEntry, LogMetadata};
 use crate::mongo::lease::{LeaseGrant, holds_lease, lease_until};
 use crate::mongo::{Decision, MongoError, MongoStore, RecordedChunk};
 use crate::object_store::{ObjectStore, put_verified};
 
-use super::{ArchiveError, ArchiveKind};
+use super::ArchiveError;
+use crate::contract::ArchiveKind;
 use crate::faults::{FaultPoint, Faults};
 
 /// What one call of [`ChunkArchiver::archive_episode`] did.
@@ -59,6 +60,9 @@ impl Drop for RunningGuard<'_> {
         self.set.lock().expect("not poisoned").remove(&self.episode);
     }
 }
+
+/// Entries handed to the chunk writer's thread at a time.
+const BUILD_BATCH: usize = 1_000;
 
 impl<S: ObjectStore> ChunkArchiver<S> {
     pub fn new(store: MongoStore, objects: S, settings: &Settings, owner: String) -> Self {
@@ -274,19 +278,59 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             .store
             .entries_in_range(ep, start, start + count)
             .await?;
-        let mut writer = ChunkWriter::new(self.settings.gzip_level)
-            .with_member_bytes(self.settings.member_bytes);
-        while let Some(entry) = cursor.try_next().await.map_err(MongoError::from)? {
-            let expected = start + writer.len();
-            if entry.sequence_number != expected {
-                return Ok(Err(expected));
+        // Serializing and compressing is CPU work: it runs on a blocking thread (the writer's
+        // own pool compresses sealed members beside it), fed entries in batches through a
+        // bounded channel, so the async threads only read from MongoDB.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<LogEntry>>(4);
+        let (level, member_bytes) = (self.settings.gzip_level, self.settings.member_bytes);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut w = ChunkWriter::new(level).with_member_bytes(member_bytes);
+            while let Some(batch) = rx.blocking_recv() {
+                for e in &batch {
+                    w.push(e)?;
+                }
             }
-            writer.push(&entry)?;
+            Ok::<_, ChunkError>((w.len(), w))
+        });
+        let mut next = start;
+        let mut batch = Vec::with_capacity(BUILD_BATCH);
+        let mut gap = None;
+        while let Some(entry) = cursor.try_next().await.map_err(MongoError::from)? {
+            if entry.sequence_number != next {
+                gap = Some(next);
+                break;
+            }
+            next += 1;
+            batch.push(entry);
+            if batch.len() == BUILD_BATCH
+                && tx
+                    .send(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(BUILD_BATCH),
+                    ))
+                    .await
+                    .is_err()
+            {
+                break;
+            }
         }
-        if writer.len() < count {
-            return Ok(Err(start + writer.len()));
+        if !batch.is_empty() {
+            let _ = tx.send(batch).await;
         }
-        Ok(Ok(writer.finish()?))
+        drop(tx);
+        let (written, w) = writer
+            .await
+            .map_err(|e| ChunkError::Io(std::io::Error::other(e)))??;
+        if let Some(at) = gap {
+            return Ok(Err(at));
+        }
+        if written < count {
+            return Ok(Err(start + written));
+        }
+        let encoded = tokio::task::spawn_blocking(move || w.finish())
+            .await
+            .map_err(|e| ChunkError::Io(std::io::Error::other(e)))??;
+        Ok(Ok(encoded))
     }
 
     /// Writes the LogChunk record. A record for this number left by a run that died before its

@@ -43,8 +43,8 @@ mod sweep;
 use requests::consume_events;
 use sweep::sweep_loop;
 
+pub use crate::contract::{ArchiveKind, ArchiveRequest};
 pub use archiver::{ArchiveOutcome, ChunkArchiver};
-pub use requests::{ArchiveKind, ArchiveRequest, request_archive};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {

@@ -10,7 +10,8 @@ use crate::config::ArchiveSettings;
 use crate::domain::EpisodeId;
 use crate::object_store::ObjectStore;
 
-use super::{ArchiveError, ArchiveKind, ArchiveOutcome, ChunkArchiver};
+use super::{ArchiveError, ArchiveOutcome, ChunkArchiver};
+use crate::contract::ArchiveKind;
 
 impl<S: ObjectStore> ChunkArchiver<S> {
     /// Archives every episode at or over its threshold (or with an expired lock), found through

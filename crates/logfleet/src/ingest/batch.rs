@@ -4,15 +4,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bson::DateTime;
-use bson::oid::ObjectId;
 use lapin::message::Delivery;
 
 use super::{IngestError, Worker};
 use crate::amqp::{self, ConfirmedPublisher};
+use crate::contract::{self, LogMessage, MessageProperties};
 use crate::domain::EpisodeId;
 use crate::faults::FaultPoint;
 use crate::ledger::Plan;
-use crate::message::{self, LogMessage, MessageProperties};
 use crate::model::{LogEntry, LogMetadata};
 use crate::mongo::{Decision, MongoError};
 use crate::retry::Backoff;
@@ -52,7 +51,7 @@ pub(super) async fn handle_batch(
             content_type: d.properties.content_type().as_ref().map(|s| s.as_str()),
             content_encoding: d.properties.content_encoding().as_ref().map(|s| s.as_str()),
         };
-        match message::decode(&d.data, props, &worker.settings.limits) {
+        match contract::decode(&d.data, props, &worker.settings.limits) {
             Ok(m) => {
                 worker.metrics.logs_consumed.inc_by(m.logs.len() as u64);
                 valid.push(m);
@@ -99,17 +98,13 @@ pub(super) async fn handle_batch(
         match write_batch(worker, &groups, cache).await {
             Ok(events) => {
                 for ep in events {
-                    let body = serde_json::json!({"episodeId": ep.as_str(), "kind": "threshold"})
-                        .to_string();
-                    let id = uuid::Uuid::new_v4().to_string();
-                    publisher
-                        .publish_json(
-                            &worker.topology.archive_exchange,
-                            ep.as_str(),
-                            body.as_bytes(),
-                            Some(&id),
-                        )
-                        .await?;
+                    amqp::request_archive(
+                        publisher,
+                        &worker.topology,
+                        &ep,
+                        contract::ArchiveKind::Threshold,
+                    )
+                    .await?;
                     worker.metrics.threshold_events.inc();
                     tracing::info!(episode = %ep, "threshold reached: archive event published");
                 }
@@ -155,16 +150,10 @@ async fn write_batch(
                 if !a.fresh && seq < archived {
                     continue;
                 }
-                entries.push(LogEntry {
-                    id: ObjectId::new(),
-                    episode_id: ep.clone(),
-                    timestamp: log.timestamp,
-                    level: log.level,
-                    message: log.message.clone(),
-                    metadata: log.metadata.clone(),
-                    sequence_number: seq,
-                    created_at: now,
-                });
+                entries.push(
+                    LogEntry::from_new_log(ep, log, seq, now)
+                        .map_err(|e| IngestError::Encode(e.to_string()))?,
+                );
             }
         }
         let threshold = i64::from(plan.updated.archive_threshold);

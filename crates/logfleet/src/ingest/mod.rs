@@ -59,6 +59,8 @@ pub enum IngestError {
     ConsumerEnded(String),
     #[error(transparent)]
     Injected(#[from] InjectedFault),
+    #[error("a log does not encode as BSON: {0}")]
+    Encode(String),
     #[error("HTTP endpoints: {0}")]
     Http(String),
 }

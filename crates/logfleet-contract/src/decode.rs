@@ -1,17 +1,16 @@
-//! The producer contract: decoding and validating one AMQP message body into logs.
+//! Decoding and validating one AMQP message body into plain, validated logs.
 //!
 //! A body is either a batch `{"episodeId", "logs": [...]}` or a single log
 //! `{"episodeId", "timestamp", "level", "message", "metadata"}`. Everything a producer can get
 //! wrong is reported as a [`RejectReason`], which the ingest-worker writes into the dead-letter
 //! header `x-logfleet-reason`.
 
-use bson::Document;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::config::LimitsSettings;
 use crate::domain::{DomainError, EpisodeId, LogLevel, MessageId};
+use crate::limits::LimitsSettings;
+use crate::wire::{WireLog, WireMessage};
 
 /// Earliest accepted log timestamp (1970-01-01T00:00:00Z), in epoch milliseconds.
 pub const MIN_TIMESTAMP_MS: i64 = 0;
@@ -69,12 +68,14 @@ impl RejectReason {
 /// One validated log line, not yet numbered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewLog {
-    pub timestamp: bson::DateTime,
+    /// When the log was created, in epoch milliseconds (within the accepted range).
+    pub timestamp_ms: i64,
     pub level: LogLevel,
     pub message: String,
-    pub metadata: Option<Document>,
-    /// Size measure of the stored entry (see [`crate::model::entry_size`]), computed once here.
-    pub size: i64,
+    /// Its metadata, keys in the order the producer sent them.
+    pub metadata: Option<Map<String, Value>>,
+    /// Length of `metadata` as compact JSON (0 without metadata), measured once here.
+    pub metadata_json_len: usize,
 }
 
 /// One validated producer message.
@@ -92,27 +93,6 @@ pub struct MessageProperties<'a> {
     pub message_id: Option<&'a str>,
     pub content_type: Option<&'a str>,
     pub content_encoding: Option<&'a str>,
-}
-
-/// The wire shape of a body: both forms share one struct so a body that mixes them is caught.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Envelope {
-    episode_id: Option<String>,
-    logs: Option<Vec<WireLog>>,
-    timestamp: Option<Value>,
-    level: Option<String>,
-    message: Option<String>,
-    metadata: Option<Map<String, Value>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WireLog {
-    timestamp: Option<Value>,
-    level: Option<String>,
-    message: Option<String>,
-    metadata: Option<Map<String, Value>>,
 }
 
 /// Decodes and validates one message body against the producer contract and the limits.
@@ -142,7 +122,7 @@ pub fn decode(
         });
     }
     let text = std::str::from_utf8(body).map_err(|_| RejectReason::NotUtf8)?;
-    let env: Envelope =
+    let env: WireMessage =
         serde_json::from_str(text).map_err(|e| RejectReason::Json(e.to_string()))?;
     let message_id = match props.message_id {
         Some(id) => MessageId::parse(id)?,
@@ -177,8 +157,7 @@ pub fn decode(
         .into_iter()
         .enumerate()
         .map(|(index, w)| {
-            validate_log(w, &episode_id, limits)
-                .map_err(|reason| RejectReason::Log { index, reason })
+            validate_log(w, limits).map_err(|reason| RejectReason::Log { index, reason })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(LogMessage {
@@ -188,12 +167,8 @@ pub fn decode(
     })
 }
 
-fn validate_log(
-    w: WireLog,
-    episode: &EpisodeId,
-    limits: &LimitsSettings,
-) -> Result<NewLog, String> {
-    let timestamp = parse_timestamp(w.timestamp.as_ref().ok_or("missing field `timestamp`")?)?;
+fn validate_log(w: WireLog, limits: &LimitsSettings) -> Result<NewLog, String> {
+    let timestamp_ms = parse_timestamp(w.timestamp.as_ref().ok_or("missing field `timestamp`")?)?;
     let level =
         LogLevel::parse(&w.level.ok_or("missing field `level`")?).map_err(|e| e.to_string())?;
     let message = w.message.ok_or("missing field `message`")?;
@@ -218,22 +193,20 @@ fn validate_log(
                     limits.max_metadata_bytes
                 ));
             }
-            let doc = bson::to_document(&map).map_err(|e| format!("metadata: {e}"))?;
-            (Some(doc), json_len)
+            (Some(map), json_len)
         }
     };
-    let size = crate::model::entry_size(episode.as_str(), level, &message, metadata_json_len);
     Ok(NewLog {
-        timestamp,
+        timestamp_ms,
         level,
         message,
         metadata,
-        size,
+        metadata_json_len,
     })
 }
 
 /// RFC 3339 string or integer epoch milliseconds, within [1970-01-01, 2100-01-01).
-fn parse_timestamp(v: &Value) -> Result<bson::DateTime, String> {
+fn parse_timestamp(v: &Value) -> Result<i64, String> {
     let ms = match v {
         Value::String(s) => DateTime::parse_from_rfc3339(s)
             .map_err(|e| format!("timestamp {:?} is not RFC 3339: {e}", truncate(s)))?
@@ -254,7 +227,7 @@ fn parse_timestamp(v: &Value) -> Result<bson::DateTime, String> {
             "timestamp {ms} ms is outside 1970-01-01..2100-01-01"
         ));
     }
-    Ok(bson::DateTime::from_millis(ms))
+    Ok(ms)
 }
 
 /// Depth, keys and numbers of metadata: what MongoDB and BSON can hold without surprises.
@@ -334,11 +307,9 @@ mod tests {
         assert_eq!(m.episode_id.as_str(), "ep-1");
         assert_eq!(m.logs.len(), 1);
         assert_eq!(m.logs[0].level, LogLevel::Warn);
-        assert_eq!(m.logs[0].timestamp.timestamp_millis(), 1_767_319_445_678);
-        assert_eq!(
-            m.logs[0].metadata.as_ref().unwrap().get_i64("k").unwrap(),
-            1
-        );
+        assert_eq!(m.logs[0].timestamp_ms, 1_767_319_445_678);
+        assert_eq!(m.logs[0].metadata.as_ref().unwrap()["k"], 1);
+        assert_eq!(m.logs[0].metadata_json_len, r#"{"k":1}"#.len());
         assert!(m.message_id.as_str().starts_with("sha256:"));
     }
 
