@@ -68,7 +68,8 @@ async fn a_stuck_lock_is_shown_released_by_force_then_the_episode_flushes() {
     assert!(stdout.contains("not locked"), "{stdout}");
     assert_eq!(env.metadata(ep).await.unwrap().version, after.version);
 
-    // The finished episode's partial chunk, through `archive flush` and then the alias.
+    // The finished episode's partial chunk, through `archive flush`, twice; the old alias
+    // `logctl flush` is gone (one command for one job).
     let archive = env.spawn_archive(ArchiveOptions::default());
     let (out, _, _) = common::run(&env, &["archive", "flush", ep], None).await;
     assert!(out.status.success());
@@ -78,6 +79,8 @@ async fn a_stuck_lock_is_shown_released_by_force_then_the_episode_flushes() {
     env.publish(ep, &batch_body(ep, &second), Some("l-2")).await;
     env.wait_for_episode(ep, 42, 1).await;
     let (out, _, _) = common::run(&env, &["flush", ep], None).await;
+    assert!(!out.status.success(), "`logctl flush` is no command");
+    let (out, _, _) = common::run(&env, &["archive", "flush", ep], None).await;
     assert!(out.status.success());
     env.wait_for_episode(ep, 42, 2).await;
     let all: Vec<SentLog> = first.iter().chain(&second).cloned().collect();
