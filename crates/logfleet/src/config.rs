@@ -213,6 +213,15 @@ impl Settings {
     }
 
     pub fn load_from(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_layers(file, None)
+    }
+
+    /// The layers, with the environment taken from `env` instead of the process's when given
+    /// (tests).
+    fn load_layers(
+        file: Option<&Path>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
         let mut b = config::Config::builder().add_source(config::File::from_str(
             DEFAULT_TOML,
             config::FileFormat::Toml,
@@ -220,12 +229,15 @@ impl Settings {
         if let Some(f) = file {
             b = b.add_source(config::File::from(f).required(true));
         }
+        // No `try_parsing`: an environment value stays the text it is, and serde turns it into
+        // the setting's type. With it, `LOGFLEET__QUERY__BEARER_TOKEN=000123` became "123" and a
+        // 25-digit token a float; a number-looking bucket, database or prefix was rewritten too.
         let settings: Settings = b
             .add_source(
                 config::Environment::with_prefix("LOGFLEET")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    .source(env),
             )
             .build()?
             .try_deserialize()?;
@@ -329,6 +341,49 @@ mod tests {
         assert_eq!(s.amqp.prefix, "logfleet");
         assert_eq!(s.mongo.log_entry_collection, "LogEntry");
         assert_eq!(s.limits, LimitsSettings::default());
+    }
+
+    #[test]
+    fn environment_values_are_taken_verbatim_and_typed_by_the_setting() {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let s = Settings::load_layers(
+            None,
+            Some(env(&[
+                ("LOGFLEET__QUERY__BEARER_TOKEN", "000123"),
+                ("LOGFLEET__S3__BUCKET", "0042"),
+                ("LOGFLEET__MONGO__DATABASE", "1e5"),
+                ("LOGFLEET__AMQP__PREFIX", "007"),
+                ("LOGFLEET__AMQP__PARTITIONS", "12"),
+                ("LOGFLEET__INGEST__FAIR_SHARE", "false"),
+                ("LOGFLEET__AMQP__RECONNECT_MAX_SECS", "2.5"),
+            ])),
+        )
+        .unwrap();
+        assert_eq!(s.query.bearer_token, "000123");
+        assert_eq!(s.s3.bucket, "0042");
+        assert_eq!(s.mongo.database, "1e5");
+        assert_eq!(s.amqp.prefix, "007");
+        assert_eq!(s.amqp.partitions, 12);
+        assert!(!s.ingest.fair_share);
+        assert_eq!(s.amqp.reconnect_max_secs, 2.5);
+        let long = "1234567890123456789012345";
+        let s = Settings::load_layers(
+            None,
+            Some(env(&[("LOGFLEET__QUERY__BEARER_TOKEN", long)])),
+        )
+        .unwrap();
+        assert_eq!(s.query.bearer_token, long, "a 25-digit token stays text");
+        let e = Settings::load_layers(
+            None,
+            Some(env(&[("LOGFLEET__AMQP__PARTITIONS", "eight")])),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("partitions"), "{e}");
     }
 
     #[test]
