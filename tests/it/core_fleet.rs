@@ -34,8 +34,9 @@ async fn ingest_and_archive_130k_logs_with_default_settings() {
                 continue;
             }
             if round % 10 == 3 {
-                for log in &logs[c..(c + 5).min(logs.len())] {
-                    env.publish(ep, &single_body(ep, log), None).await;
+                for (i, log) in logs[c..(c + 5).min(logs.len())].iter().enumerate() {
+                    let id = format!("{ep}-single-{}", c + i);
+                    env.publish(ep, &single_body(ep, log), Some(&id)).await;
                 }
                 cursors[k] = (c + 5).min(logs.len());
             } else {

@@ -21,6 +21,7 @@ fn the_corpus_has_over_30_kinds_each_refused_by_the_decoder_with_its_reason() {
     for c in &cases {
         let props = MessageProperties {
             message_id: c.message_id.as_deref(),
+            routing_key: None,
             content_type: c.content_type,
             content_encoding: c.content_encoding,
         };

@@ -265,7 +265,7 @@ async fn reads_across_both_tiers() {
             .await;
     }
     let other_logs = make_logs(other, 30, base_ms);
-    env.publish(other, &batch_body(other, &other_logs), None)
+    env.publish(other, &batch_body(other, &other_logs), Some("other-0"))
         .await;
     env.wait_for_episode(ep, 2_500, 2).await;
     env.wait_for_episode(other, 30, 0).await;
@@ -747,7 +747,7 @@ async fn auth_and_last_accessed() {
     let logs = make_logs(ep, 450, 1_764_900_000_000);
     let ingest = env.spawn_ingest(IngestOptions::default());
     let archive = env.spawn_archive(ArchiveOptions::default());
-    env.publish(ep, &batch_body(ep, &logs), None).await;
+    env.publish(ep, &batch_body(ep, &logs), Some("auth-0")).await;
     env.wait_for_episode(ep, 450, 2).await;
     ingest.stop().await.unwrap();
     archive.stop().await.unwrap();

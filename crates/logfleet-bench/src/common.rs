@@ -95,6 +95,7 @@ pub fn entries_of(msgs: &[Msg], settings: &Settings) -> anyhow::Result<Vec<LogEn
             &m.body,
             MessageProperties {
                 message_id: Some(&m.id),
+                routing_key: Some(&m.routing_key),
                 content_type: Some("application/json"),
                 content_encoding: None,
             },

@@ -418,8 +418,10 @@ impl Producer {
         let mut alone = prefix.clone();
         alone.extend_from_slice(&wire);
         alone.extend_from_slice(b"]}");
+        // The id this log's batch will get is not known yet; any valid one checks the rest.
         let props = MessageProperties {
-            message_id: None,
+            message_id: Some("validation"),
+            routing_key: Some(episode.as_str()),
             content_type: Some("application/json"),
             content_encoding: None,
         };

@@ -42,6 +42,17 @@ pub enum RejectReason {
     TooManyLogs { count: usize, limit: usize },
     #[error("log {index}: {reason}")]
     Log { index: usize, reason: String },
+    #[error(
+        "message_id is missing: set the AMQP message_id property to a key that stays the same on every retry of this message (it makes ingest exactly-once)"
+    )]
+    MissingMessageId,
+    #[error(
+        "routing key {routing_key:?} is not the body's episodeId {episode_id:?}: publish with routing key = episodeId, so every log of an episode goes through one partition"
+    )]
+    RoutingKeyMismatch {
+        routing_key: String,
+        episode_id: String,
+    },
 }
 
 impl RejectReason {
@@ -61,6 +72,8 @@ impl RejectReason {
             RejectReason::EmptyBatch => "empty_batch",
             RejectReason::TooManyLogs { .. } => "too_many_logs",
             RejectReason::Log { .. } => "invalid_log",
+            RejectReason::MissingMessageId => "missing_message_id",
+            RejectReason::RoutingKeyMismatch { .. } => "routing_key_mismatch",
         }
     }
 }
@@ -90,7 +103,10 @@ pub struct LogMessage {
 /// The AMQP properties the decoder looks at.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MessageProperties<'a> {
+    /// The AMQP `message_id`: the idempotency key, required.
     pub message_id: Option<&'a str>,
+    /// The routing key the message came with; when given, it must be the body's episodeId.
+    pub routing_key: Option<&'a str>,
     pub content_type: Option<&'a str>,
     pub content_encoding: Option<&'a str>,
 }
@@ -124,11 +140,16 @@ pub fn decode(
     let text = std::str::from_utf8(body).map_err(|_| RejectReason::NotUtf8)?;
     let env: WireMessage =
         serde_json::from_str(text).map_err(|e| RejectReason::Json(e.to_string()))?;
-    let message_id = match props.message_id {
-        Some(id) => MessageId::parse(id)?,
-        None => MessageId::digest_of(body),
-    };
+    let message_id = MessageId::parse(props.message_id.ok_or(RejectReason::MissingMessageId)?)?;
     let episode_id = EpisodeId::parse(&env.episode_id.ok_or(RejectReason::Missing("episodeId"))?)?;
+    if let Some(rk) = props.routing_key
+        && rk != episode_id.as_str()
+    {
+        return Err(RejectReason::RoutingKeyMismatch {
+            routing_key: rk.chars().take(140).collect(),
+            episode_id: episode_id.to_string(),
+        });
+    }
 
     let single_fields = env.timestamp.is_some()
         || env.level.is_some()
@@ -236,9 +257,9 @@ fn check_metadata(map: &Map<String, Value>, depth: usize, max_depth: usize) -> R
         return Err(format!("metadata nests deeper than {max_depth} levels"));
     }
     for (k, v) in map {
-        if k.starts_with('$') || k.contains('\0') || k.is_empty() {
+        if k.starts_with('$') || k.contains('\0') || k.contains('.') || k.is_empty() {
             return Err(format!(
-                "metadata key {:?} is empty, starts with '$' or has a NUL",
+                "metadata key {:?} is empty, starts with '$', or has a '.' or a NUL (MongoDB-compatible servers differ on such field names)",
                 truncate(k)
             ));
         }
@@ -291,12 +312,19 @@ mod tests {
         LimitsSettings::default()
     }
 
+    fn props() -> MessageProperties<'static> {
+        MessageProperties {
+            message_id: Some("m-0"),
+            ..Default::default()
+        }
+    }
+
     fn ok(body: &str) -> LogMessage {
-        decode(body.as_bytes(), MessageProperties::default(), &limits()).unwrap()
+        decode(body.as_bytes(), props(), &limits()).unwrap()
     }
 
     fn err(body: &str) -> RejectReason {
-        decode(body.as_bytes(), MessageProperties::default(), &limits()).unwrap_err()
+        decode(body.as_bytes(), props(), &limits()).unwrap_err()
     }
 
     #[test]
@@ -310,7 +338,7 @@ mod tests {
         assert_eq!(m.logs[0].timestamp_ms, 1_767_319_445_678);
         assert_eq!(m.logs[0].metadata.as_ref().unwrap()["k"], 1);
         assert_eq!(m.logs[0].metadata_json_len, r#"{"k":1}"#.len());
-        assert!(m.message_id.as_str().starts_with("sha256:"));
+        assert_eq!(m.message_id.as_str(), "m-0");
     }
 
     #[test]
@@ -387,7 +415,7 @@ mod tests {
                 .contains("NUL")
         );
         assert!(matches!(
-            decode(b"\xff\xfe", MessageProperties::default(), &limits()),
+            decode(b"\xff\xfe", props(), &limits()),
             Err(RejectReason::NotUtf8)
         ));
         assert!(matches!(
@@ -395,7 +423,7 @@ mod tests {
                 b"{}",
                 MessageProperties {
                     content_type: Some("text/plain"),
-                    ..Default::default()
+                    ..props()
                 },
                 &limits()
             ),
@@ -406,12 +434,46 @@ mod tests {
                 b"{}",
                 MessageProperties {
                     content_encoding: Some("gzip"),
-                    ..Default::default()
+                    ..props()
                 },
                 &limits()
             ),
             Err(RejectReason::ContentEncoding(_))
         ));
+    }
+
+    #[test]
+    fn ids_are_required_routing_keys_must_match_and_dotted_keys_are_refused() {
+        let body = r#"{"episodeId":"ep-1","timestamp":1,"level":"info","message":"x"}"#;
+        let none = decode(body.as_bytes(), MessageProperties::default(), &limits());
+        assert_eq!(none, Err(RejectReason::MissingMessageId));
+        assert_eq!(none.unwrap_err().kind(), "missing_message_id");
+        let other = decode(
+            body.as_bytes(),
+            MessageProperties {
+                routing_key: Some("ep-2"),
+                ..props()
+            },
+            &limits(),
+        )
+        .unwrap_err();
+        assert_eq!(other.kind(), "routing_key_mismatch");
+        assert!(other.to_string().contains("\"ep-2\""), "{other}");
+        let same = decode(
+            body.as_bytes(),
+            MessageProperties {
+                routing_key: Some("ep-1"),
+                ..props()
+            },
+            &limits(),
+        );
+        assert!(same.is_ok());
+        for meta in [r#"{"a.b":1}"#, r#"{"a":{"b.c":1}}"#, r#"{"a":[{"x.y":1}]}"#] {
+            let e = err(&format!(
+                r#"{{"episodeId":"e","timestamp":1,"level":"info","message":"x","metadata":{meta}}}"#
+            ));
+            assert!(e.to_string().contains("'.'"), "{meta}: {e}");
+        }
     }
 
     #[test]
@@ -423,7 +485,7 @@ mod tests {
             max_metadata_depth: 2,
             max_metadata_bytes: 1000,
         };
-        let d = |b: &str| decode(b.as_bytes(), MessageProperties::default(), &l);
+        let d = |b: &str| decode(b.as_bytes(), props(), &l);
         let log = r#"{"timestamp":1,"level":"info","message":"x"}"#;
         assert!(matches!(
             d(&format!(

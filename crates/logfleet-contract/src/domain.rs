@@ -126,8 +126,8 @@ impl fmt::Display for LogLevel {
     }
 }
 
-/// The idempotency key of one published message: the AMQP `message_id` when the producer set one,
-/// otherwise `sha256:` and the hex SHA-256 digest of the body.
+/// The idempotency key of one published message: its AMQP `message_id`, which producers must
+/// set and keep the same on every retry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct MessageId(String);
@@ -143,15 +143,6 @@ impl MessageId {
         } else {
             Err(DomainError::BadMessageId)
         }
-    }
-
-    /// The idempotency key of a message published without `message_id`.
-    pub fn digest_of(body: &[u8]) -> Self {
-        use sha2::Digest;
-        Self(format!(
-            "sha256:{}",
-            hex::encode(sha2::Sha256::digest(body))
-        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -225,8 +216,5 @@ mod tests {
         assert!(MessageId::parse("").is_err());
         assert!(MessageId::parse("a\nb").is_err());
         assert!(MessageId::parse(&"m".repeat(257)).is_err());
-        let d = MessageId::digest_of(b"{}");
-        assert!(d.as_str().starts_with("sha256:") && d.as_str().len() == 7 + 64);
-        assert_eq!(d, MessageId::digest_of(b"{}"));
     }
 }

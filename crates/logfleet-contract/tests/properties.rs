@@ -29,7 +29,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 }
 
 /// Metadata that the contract accepts: nested objects and arrays of plain values, keys without
-/// a leading `$` or NUL.
+/// a leading `$`, a `.` or a NUL.
 fn metadata() -> impl Strategy<Value = Map<String, Value>> {
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -41,11 +41,11 @@ fn metadata() -> impl Strategy<Value = Map<String, Value>> {
     let value = leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z][a-z0-9_.]{0,6}", inner, 0..4)
+            prop::collection::btree_map("[a-z][a-z0-9_]{0,6}", inner, 0..4)
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     });
-    prop::collection::btree_map("[a-z][a-z0-9_.]{0,6}", value, 0..5)
+    prop::collection::btree_map("[a-z][a-z0-9_]{0,6}", value, 0..5)
         .prop_map(|m| m.into_iter().collect())
 }
 
@@ -93,7 +93,7 @@ proptest! {
     fn valid_messages_decode_to_what_was_sent(
         ep in episode_id(),
         logs in prop::collection::vec((0i64..4_102_444_800_000, level_text(), "[^\\x00]{0,40}", prop::option::of(metadata())), 1..20),
-        message_id in prop::option::of("[ -~]{1,64}"),
+        message_id in "[ -~]{1,64}",
     ) {
         let body = json!({
             "episodeId": ep,
@@ -104,11 +104,11 @@ proptest! {
             }).collect::<Vec<_>>(),
         });
         let bytes = serde_json::to_vec(&body).unwrap();
-        let props = MessageProperties { message_id: message_id.as_deref(), ..Default::default() };
+        let props = MessageProperties { message_id: Some(&message_id), routing_key: Some(&ep), ..Default::default() };
         let m = decode(&bytes, props, &LimitsSettings::default()).unwrap();
         prop_assert_eq!(m.episode_id.as_str(), ep.as_str());
         prop_assert_eq!(m.logs.len(), logs.len());
-        if let Some(id) = &message_id { prop_assert_eq!(m.message_id.as_str(), id.as_str()); }
+        prop_assert_eq!(m.message_id.as_str(), message_id.as_str());
         for (got, (ts, (level, _), msg, meta)) in m.logs.iter().zip(&logs) {
             prop_assert_eq!(got.timestamp_ms, *ts);
             prop_assert_eq!(got.level, *level);

@@ -140,5 +140,22 @@ pub fn corpus() -> Vec<HostileCase> {
     );
     bad_id.message_id = Some("id\nwith-newline".into());
     v.push(bad_id);
+    let mut no_id = case(
+        "no-message-id",
+        log_with("message", json!("no id")),
+        "message_id is missing",
+    );
+    no_id.message_id = None;
+    v.push(no_id);
+    v.push(case(
+        "dotted-metadata-key",
+        log_with("metadata", json!({"a.b": 1})),
+        "'.'",
+    ));
+    v.push(case(
+        "nested-dotted-metadata-key",
+        log_with("metadata", json!({"run": {"lr.base": 0.1}})),
+        "'.'",
+    ));
     v
 }

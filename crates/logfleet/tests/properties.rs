@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 /// Metadata that the contract accepts: nested objects and arrays of plain values, keys without
-/// a leading `$` or NUL.
+/// a leading `$`, a `.` or a NUL.
 fn metadata() -> impl Strategy<Value = Map<String, Value>> {
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -22,11 +22,11 @@ fn metadata() -> impl Strategy<Value = Map<String, Value>> {
     let value = leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z][a-z0-9_.]{0,6}", inner, 0..4)
+            prop::collection::btree_map("[a-z][a-z0-9_]{0,6}", inner, 0..4)
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     });
-    prop::collection::btree_map("[a-z][a-z0-9_.]{0,6}", value, 0..5)
+    prop::collection::btree_map("[a-z][a-z0-9_]{0,6}", value, 0..5)
         .prop_map(|m| m.into_iter().collect())
 }
 

@@ -48,6 +48,7 @@ pub(super) async fn handle_batch(
         }
         let props = MessageProperties {
             message_id: d.properties.message_id().as_ref().map(|s| s.as_str()),
+            routing_key: Some(d.routing_key.as_str()),
             content_type: d.properties.content_type().as_ref().map(|s| s.as_str()),
             content_encoding: d.properties.content_encoding().as_ref().map(|s| s.as_str()),
         };
