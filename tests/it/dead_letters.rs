@@ -38,7 +38,7 @@ async fn bad_messages_are_dead_lettered_with_a_reason_and_good_ones_flow() {
         ("bad-dotted-key", "dlq-ep", br#"{"episodeId":"dlq-ep","timestamp":3,"level":"info","message":"m","metadata":{"lr.base":0.1}}"#.to_vec(), json_props("bad-dotted-key"), "'.'"),
     ];
     let good = make_logs("dlq-good", 300, 1_764_200_000_000);
-    for (i, part) in good.chunks(30).enumerate() {
+    for (i, part) in good.chunks(20).enumerate() {
         env.publish(
             "dlq-ep",
             &batch_body("dlq-ep", part),
@@ -49,6 +49,7 @@ async fn bad_messages_are_dead_lettered_with_a_reason_and_good_ones_flow() {
             env.publish_raw(rk, body, props.clone()).await;
         }
     }
+    assert!(good.chunks(20).len() >= bad.len(), "every bad message is published");
     env.wait_for_episode("dlq-ep", 300, 0).await;
     env.wait_for("all bad messages dead-lettered", || async {
         env.queue_depth(&env.topology.dead_letter_queue).await as usize == bad.len()
