@@ -49,7 +49,10 @@ async fn bad_messages_are_dead_lettered_with_a_reason_and_good_ones_flow() {
             env.publish_raw(rk, body, props.clone()).await;
         }
     }
-    assert!(good.chunks(20).len() >= bad.len(), "every bad message is published");
+    assert!(
+        good.chunks(20).len() >= bad.len(),
+        "every bad message is published"
+    );
     env.wait_for_episode("dlq-ep", 300, 0).await;
     env.wait_for("all bad messages dead-lettered", || async {
         env.queue_depth(&env.topology.dead_letter_queue).await as usize == bad.len()

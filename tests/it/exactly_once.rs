@@ -32,7 +32,7 @@ async fn two_workers_duplicates_and_crashes_give_exactly_once_in_order() {
     };
     // Worker A starts first, so it becomes the exclusive consumer of every partition; it dies
     // with reserved-but-unwritten ranges. B stands by and takes over.
-    let a = env.spawn_ingest(with_fault("worker-a", FaultPoint::IngestAfterReserve, 4));
+    let a = env.spawn_ingest(with_fault("worker-a", FaultPoint::IngestAfterPlan, 4));
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let b = env.spawn_ingest(with_fault("worker-b", FaultPoint::IngestAfterInsert, 3));
 
@@ -79,7 +79,7 @@ async fn two_workers_duplicates_and_crashes_give_exactly_once_in_order() {
         matches!(
             a_result,
             Err(IngestError::Injected(InjectedFault(
-                FaultPoint::IngestAfterReserve
+                FaultPoint::IngestAfterPlan
             )))
         ),
         "{a_result:?}"
@@ -164,9 +164,10 @@ async fn two_workers_duplicates_and_crashes_give_exactly_once_in_order() {
     // Id-less messages: 20 rounds of 3 episodes, twice each, from every producer, all refused.
     let dead = env.drain_dead_letters().await;
     assert_eq!(dead.len(), PRODUCERS * 20 * EPISODES.len() * 2);
-    assert!(dead.iter().all(|(h, _)| h
-        .get(REASON_HEADER)
-        .is_some_and(|r| r.contains("message_id is missing"))));
+    assert!(dead.iter().all(|(h, _)| {
+        h.get(REASON_HEADER)
+            .is_some_and(|r| r.contains("message_id is missing"))
+    }));
     c.stop().await.expect("clean stop");
     env.cleanup().await;
 }

@@ -747,7 +747,8 @@ async fn auth_and_last_accessed() {
     let logs = make_logs(ep, 450, 1_764_900_000_000);
     let ingest = env.spawn_ingest(IngestOptions::default());
     let archive = env.spawn_archive(ArchiveOptions::default());
-    env.publish(ep, &batch_body(ep, &logs), Some("auth-0")).await;
+    env.publish(ep, &batch_body(ep, &logs), Some("auth-0"))
+        .await;
     env.wait_for_episode(ep, 450, 2).await;
     ingest.stop().await.unwrap();
     archive.stop().await.unwrap();

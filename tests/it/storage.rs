@@ -119,6 +119,8 @@ async fn archived_entries_are_deleted_however_many() {
             metadata: None,
             sequence_number: i,
             created_at: now,
+            message_logs: None,
+            message_digest: None,
         })
         .collect();
     for part in entries.chunks(10_000) {

@@ -53,7 +53,12 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Figure> {
     }
     let encoded = w.finish()?;
     let encode = secs(t);
-    let key = chunk_key(&env.settings.s3.key_prefix, &ep, 0);
+    let key = chunk_key(
+        &env.settings.s3.key_prefix,
+        &ep,
+        0,
+        &logfleet::chunk::new_attempt(),
+    );
     let bytes = encoded.bytes.clone();
     let t = Instant::now();
     put_verified(&env.objects, &key, bytes).await?;

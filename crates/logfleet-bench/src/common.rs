@@ -17,7 +17,7 @@ use logfleet::config::Settings;
 use logfleet::contract::{self, MessageProperties};
 use logfleet::ingest::IngestOptions;
 use logfleet::metrics::IngestMetrics;
-use logfleet::model::LogEntry;
+use logfleet::model::{LogEntry, MessageKey, digest_of_message, message_entries};
 use logfleet_testkit::{TestEnv, batch_body, make_logs, single_body};
 
 /// When the run started, for [`progress`].
@@ -85,7 +85,7 @@ pub fn messages(episodes: &[String], logs_per_episode: usize, logs_per_msg: usiz
 }
 
 /// The LogEntries an ingest-worker stores for `msgs`: decoded by the worker's own decoder and
-/// numbered per episode in publish order (fresh ObjectIds, `createdAt` now).
+/// numbered per episode in publish order (`createdAt` now).
 pub fn entries_of(msgs: &[Msg], settings: &Settings) -> anyhow::Result<Vec<LogEntry>> {
     let now = DateTime::now();
     let mut next_seq: std::collections::HashMap<String, i64> = Default::default();
@@ -103,11 +103,11 @@ pub fn entries_of(msgs: &[Msg], settings: &Settings) -> anyhow::Result<Vec<LogEn
         )
         .map_err(|e| anyhow!("bench message refused: {e}"))?;
         let seq = next_seq.entry(m.routing_key.clone()).or_default();
-        for log in &decoded.logs {
-            // Built by the function the ingest-worker builds its entries with.
-            out.push(LogEntry::from_new_log(&decoded.episode_id, log, *seq, now)?);
-            *seq += 1;
-        }
+        // Built by the function the ingest-worker builds its entries with.
+        let key = MessageKey::new(&decoded.episode_id, decoded.message_id.as_str());
+        let digest = digest_of_message(&decoded);
+        out.extend(message_entries(&key, digest, &decoded, *seq, now)?);
+        *seq += decoded.logs.len() as i64;
     }
     Ok(out)
 }

@@ -630,10 +630,16 @@ impl EpisodeSnapshot {
         let mut expected_keys = Vec::new();
         for (i, (c, (size, lines))) in self.chunks.iter().zip(&self.chunk_lines).enumerate() {
             assert_eq!(c.chunk_number, i as i32, "{ep}: chunk numbers are 0..k-1");
-            assert_eq!(
+            let prefix = chunk_key(&self.key_prefix, &self.episode, c.chunk_number, "");
+            let attempt = c
+                .src
+                .strip_prefix(prefix.trim_end_matches(".jsonl.gz"))
+                .and_then(|rest| rest.strip_suffix(".jsonl.gz"));
+            assert!(
+                attempt.is_some_and(|a| a.len() == 8 && a.chars().all(|ch| ch.is_ascii_hexdigit())),
+                "{ep}: chunk key {} is not chunk {}'s with an attempt id",
                 c.src,
-                chunk_key(&self.key_prefix, &self.episode, c.chunk_number),
-                "{ep}: chunk key"
+                c.chunk_number
             );
             assert_eq!(
                 c.log_count as usize,

@@ -82,6 +82,12 @@ pub struct MongoSettings {
     pub atomic_updates: String,
     /// Collection of the per-episode write locks taken when `atomic_updates` is off.
     pub write_lock_collection: String,
+    /// Collection of the dedup records of archived messages.
+    pub message_ledger_collection: String,
+    /// Collection of the ingest ownership epochs.
+    pub ingest_epoch_collection: String,
+    /// Seconds any one MongoDB call may take before it is abandoned (and retried as an outage).
+    pub op_timeout_secs: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,6 +105,9 @@ pub struct S3Settings {
     pub force_path_style: bool,
     /// Create the bucket at start-up when it is missing.
     pub create_bucket: bool,
+    /// Seconds any one S3 call may take (an upload of a whole chunk included) before it is
+    /// abandoned and retried.
+    pub op_timeout_secs: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,8 +122,10 @@ pub struct IngestSettings {
     pub max_batch_bytes: usize,
     /// Milliseconds to wait for more deliveries before writing a batch that is not full.
     pub batch_linger_ms: u64,
-    /// Message ids remembered per episode for idempotency (the ledger window).
-    pub ledger_window: usize,
+    /// Seconds a message id is remembered after its logs are archived: a retry or replay of the
+    /// message within it is recognized and not ingested again (while its logs are hot, it is
+    /// recognized anyway).
+    pub dedup_horizon_secs: u64,
     /// `archiveThreshold` given to a new episode's LogMetadata.
     pub archive_threshold: i32,
     /// `chunkSize` given to a new episode's LogMetadata.
@@ -205,6 +216,18 @@ impl std::fmt::Debug for QuerySettings {
     }
 }
 
+impl MongoSettings {
+    pub fn op_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.op_timeout_secs)
+    }
+}
+
+impl S3Settings {
+    pub fn op_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.op_timeout_secs)
+    }
+}
+
 impl Settings {
     /// Loads the defaults, `LOGFLEET_CONFIG` (a TOML file) if set, then `LOGFLEET__*` variables.
     pub fn load() -> Result<Self, ConfigError> {
@@ -271,8 +294,8 @@ impl Settings {
         if self.ingest.archive_threshold < 1 || self.ingest.chunk_size < 1 {
             return bad("ingest.archive_threshold and ingest.chunk_size must be at least 1");
         }
-        if self.ingest.ledger_window < usize::from(self.ingest.prefetch) {
-            return bad("ingest.ledger_window must be at least ingest.prefetch");
+        if self.mongo.op_timeout_secs <= 0.0 || self.s3.op_timeout_secs <= 0.0 {
+            return bad("mongo.op_timeout_secs and s3.op_timeout_secs must be above 0");
         }
         if self.archive.gzip_level > 9 {
             return bad("archive.gzip_level must be 0-9");
@@ -372,17 +395,11 @@ mod tests {
         assert!(!s.ingest.fair_share);
         assert_eq!(s.amqp.reconnect_max_secs, 2.5);
         let long = "1234567890123456789012345";
-        let s = Settings::load_layers(
-            None,
-            Some(env(&[("LOGFLEET__QUERY__BEARER_TOKEN", long)])),
-        )
-        .unwrap();
+        let s = Settings::load_layers(None, Some(env(&[("LOGFLEET__QUERY__BEARER_TOKEN", long)])))
+            .unwrap();
         assert_eq!(s.query.bearer_token, long, "a 25-digit token stays text");
-        let e = Settings::load_layers(
-            None,
-            Some(env(&[("LOGFLEET__AMQP__PARTITIONS", "eight")])),
-        )
-        .unwrap_err();
+        let e = Settings::load_layers(None, Some(env(&[("LOGFLEET__AMQP__PARTITIONS", "eight")])))
+            .unwrap_err();
         assert!(e.to_string().contains("partitions"), "{e}");
     }
 

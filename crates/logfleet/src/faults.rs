@@ -11,10 +11,12 @@ use std::fmt;
 /// A place in the code where a test may act.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FaultPoint {
-    /// Ingest: a batch's ranges are reserved in LogMetadata; no entry is written yet.
-    IngestAfterReserve,
-    /// Ingest: a batch's entries are written; the batch is not acked.
+    /// Ingest: a batch is numbered; nothing is written yet.
+    IngestAfterPlan,
+    /// Ingest: a batch's entries are written; nothing is counted.
     IngestAfterInsert,
+    /// Ingest: a batch is counted in LogMetadata; it is not acked.
+    IngestAfterCount,
     /// Archive: the chunk is built, not uploaded.
     ArchiveAfterBuild,
     /// Archive: the chunk object is uploaded, nothing recorded.
@@ -220,7 +222,7 @@ mod tests {
     #[tokio::test]
     async fn crash_at_fires_once_on_the_nth_arrival() {
         let f = Faults::new(CrashAt::new(FaultPoint::IngestAfterInsert, 2));
-        assert!(f.at(FaultPoint::IngestAfterReserve).await.is_ok());
+        assert!(f.at(FaultPoint::IngestAfterPlan).await.is_ok());
         assert!(f.at(FaultPoint::IngestAfterInsert).await.is_ok());
         assert_eq!(
             f.at(FaultPoint::IngestAfterInsert).await,

@@ -4,7 +4,9 @@
 //! `/metrics`. No label ever carries an episodeId (unbounded cardinality): dead-letter reasons
 //! are labelled by their kind (`RejectReason::kind`), archive runs by their outcome.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).expect("valid metric");
@@ -62,6 +64,13 @@ pub struct IngestMetrics {
     pub prefetch_in_use: IntGauge,
     /// Partition queues this worker consumes (the others it stands by for).
     pub partitions_owned: IntGauge,
+    /// Logs added to the statistics (counted once, by whichever worker counts them).
+    pub logs_counted: IntCounter,
+    /// Batch writes retried after an outage or a conflict.
+    pub batch_retries: IntCounter,
+    /// Batches given up because the partition moved to a newer owner (fenced) or the delivery
+    /// channel closed: the messages go back to the queue for the owner.
+    pub batches_abandoned: IntCounterVec,
 }
 
 impl Default for IngestMetrics {
@@ -113,6 +122,22 @@ impl Default for IngestMetrics {
                 "partitions_owned",
                 "Partition queues this worker consumes",
             ),
+            logs_counted: counter(
+                &r,
+                "logs_counted_total",
+                "Logs added to the episodes' statistics",
+            ),
+            batch_retries: counter(
+                &r,
+                "batch_retries_total",
+                "Batch writes retried after an outage or a conflict",
+            ),
+            batches_abandoned: counter_vec(
+                &r,
+                "batches_abandoned_total",
+                "Batches left unwritten for the partition's next owner, by why (fenced, channel_gone, shutdown)",
+                "why",
+            ),
             registry: r,
         }
     }
@@ -138,6 +163,12 @@ pub struct ArchiveMetrics {
     pub lock_takeovers: IntCounter,
     /// Archive requests (threshold events, flushes) received.
     pub requests_consumed: IntCounter,
+    /// Chunk objects of uncommitted attempts removed.
+    pub orphans_removed: IntCounter,
+    /// Episodes whose archive runs failed three times or more in a row.
+    pub stuck_episodes: IntGauge,
+    /// 1 for each stuck episode, by name (at most 100 at once).
+    pub stuck_episode: IntGaugeVec,
 }
 
 impl Default for ArchiveMetrics {
@@ -171,6 +202,28 @@ impl Default for ArchiveMetrics {
                 "Expired archive locks taken over",
             ),
             requests_consumed: counter(&r, "requests_consumed_total", "Archive requests received"),
+            orphans_removed: counter(
+                &r,
+                "orphans_removed_total",
+                "Chunk objects of uncommitted attempts removed",
+            ),
+            stuck_episodes: gauge(
+                &r,
+                "stuck_episodes",
+                "Episodes whose archive runs failed three times or more in a row",
+            ),
+            stuck_episode: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "stuck_episode",
+                        "1 for each episode whose archive runs keep failing (at most 100)",
+                    ),
+                    &["episode"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("registered once");
+                g
+            },
             registry: r,
         }
     }

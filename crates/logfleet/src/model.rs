@@ -67,6 +67,148 @@ pub fn metadata_to_bson(
     bson::to_document(map)
 }
 
+/// A message's identity within its episode: what its entries' `_id`s and its dedup record are
+/// derived from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageKey {
+    /// The episode.
+    pub episode_id: EpisodeId,
+    /// The producer's `message_id`.
+    pub message_id: String,
+}
+
+impl MessageKey {
+    pub fn new(episode_id: &EpisodeId, message_id: &str) -> Self {
+        Self {
+            episode_id: episode_id.clone(),
+            message_id: message_id.to_owned(),
+        }
+    }
+
+    /// The `_id` of log `index` of this message: an ObjectId whose first 4 bytes are the log's
+    /// timestamp in seconds (as an ObjectId's are a time) and whose other 8 are a SHA-256 of the
+    /// episode, the message id and the index. The same log of the same message always gets the
+    /// same `_id`, so a retried insert is refused as a duplicate whatever sequence number it
+    /// carries.
+    pub fn entry_id(&self, index: usize, timestamp_ms: i64) -> ObjectId {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(self.episode_id.as_str().as_bytes());
+        h.update([0]);
+        h.update(self.message_id.as_bytes());
+        h.update([0]);
+        h.update((index as u64).to_le_bytes());
+        let digest = h.finalize();
+        let mut bytes = [0u8; 12];
+        let secs = timestamp_ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32;
+        bytes[..4].copy_from_slice(&secs.to_be_bytes());
+        bytes[4..].copy_from_slice(&digest[..8]);
+        ObjectId::from_bytes(bytes)
+    }
+}
+
+/// A digest of a message's logs (timestamps, levels, messages, metadata as compact JSON), the
+/// first 8 bytes of a SHA-256 as an Int64: the same for every retry of a message, different for
+/// another message that reuses its id.
+pub fn message_digest<'a>(logs: impl IntoIterator<Item = DigestInput<'a>>) -> i64 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for l in logs {
+        h.update(l.timestamp_ms.to_le_bytes());
+        h.update(l.level.as_str().as_bytes());
+        h.update([0]);
+        h.update((l.message.len() as u64).to_le_bytes());
+        h.update(l.message.as_bytes());
+        h.update((l.metadata_json.len() as u64).to_le_bytes());
+        h.update(l.metadata_json);
+    }
+    let d = h.finalize();
+    i64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+/// [`message_digest`] of a decoded message's logs.
+pub fn digest_of_message(m: &crate::contract::LogMessage) -> i64 {
+    let jsons: Vec<Vec<u8>> = m
+        .logs
+        .iter()
+        .map(|l| {
+            l.metadata
+                .as_ref()
+                .map(|md| serde_json::to_vec(md).unwrap_or_default())
+                .unwrap_or_default()
+        })
+        .collect();
+    message_digest(m.logs.iter().zip(&jsons).map(|(l, j)| DigestInput {
+        timestamp_ms: l.timestamp_ms,
+        level: l.level,
+        message: &l.message,
+        metadata_json: j,
+    }))
+}
+
+/// The entries an ingest-worker writes for a message numbered from `first`: `_id`s from its
+/// key, and on the first entry the message's log count and `digest`.
+pub fn message_entries(
+    key: &MessageKey,
+    digest: i64,
+    m: &crate::contract::LogMessage,
+    first: i64,
+    now: DateTime,
+) -> Result<Vec<LogEntry>, bson::ser::Error> {
+    let mut out = Vec::with_capacity(m.logs.len());
+    for (k, log) in m.logs.iter().enumerate() {
+        let mut e = LogEntry::from_new_log(key, k, log, first + k as i64, now)?;
+        if k == 0 {
+            e.message_logs = Some(m.logs.len() as i32);
+            e.message_digest = Some(digest);
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// One log as [`message_digest`] reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct DigestInput<'a> {
+    pub timestamp_ms: i64,
+    pub level: LogLevel,
+    pub message: &'a str,
+    /// Metadata as compact JSON, keys in the order sent; empty without metadata.
+    pub metadata_json: &'a [u8],
+}
+
+/// The dedup record of an archived message (collection `MessageLedger`): its entries are gone
+/// from LogEntry, and this keeps a retry of it from being ingested again for
+/// `ingest.dedup_horizon_secs` after archiving.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchivedMessage {
+    /// The `_id` its first entry had.
+    #[serde(rename = "_id")]
+    pub id: ObjectId,
+    pub episode_id: EpisodeId,
+    pub first_sequence: i64,
+    pub log_count: i32,
+    /// [`message_digest`] of its logs.
+    pub digest: i64,
+    /// When its chunk was committed; the record expires a horizon after.
+    pub archived_at: DateTime,
+}
+
+impl ArchivedMessage {
+    /// The record of the message whose first entry is `e` (`None`: not a first entry).
+    pub fn of_first_entry(e: &LogEntry, archived_at: DateTime) -> Option<Self> {
+        Some(Self {
+            id: e.id,
+            episode_id: e.episode_id.clone(),
+            first_sequence: e.sequence_number,
+            log_count: e.message_logs?,
+            digest: e.message_digest?,
+            archived_at,
+        })
+    }
+}
+
 /// One log line in MongoDB (collection `LogEntry`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -82,25 +224,38 @@ pub struct LogEntry {
     pub metadata: Option<Document>,
     pub sequence_number: i64,
     pub created_at: DateTime,
+    /// On the first entry of each message only: how many logs the message holds (logfleet's
+    /// field, for the dedup ledger of archived messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_logs: Option<i32>,
+    /// On the first entry of each message only: [`message_digest`] of the message's logs, which
+    /// tells a producer's retry from another message reusing its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_digest: Option<i64>,
 }
 
 impl LogEntry {
-    /// The entry an ingest-worker stores for a decoded log given sequence number `seq`.
+    /// The entry an ingest-worker stores for log `index` of a message, given its sequence
+    /// number. Its `_id` is [`entry_id`] of the message's key and the index, so a retry of the
+    /// same message writes the same `_id`s.
     pub fn from_new_log(
-        episode_id: &EpisodeId,
+        key: &MessageKey,
+        index: usize,
         log: &crate::contract::NewLog,
         sequence_number: i64,
         created_at: DateTime,
     ) -> Result<Self, bson::ser::Error> {
         Ok(Self {
-            id: ObjectId::new(),
-            episode_id: episode_id.clone(),
+            id: key.entry_id(index, log.timestamp_ms),
+            episode_id: key.episode_id.clone(),
             timestamp: DateTime::from_millis(log.timestamp_ms),
             level: log.level,
             message: log.message.clone(),
             metadata: log.metadata.as_ref().map(metadata_to_bson).transpose()?,
             sequence_number,
             created_at,
+            message_logs: None,
+            message_digest: None,
         })
     }
 
@@ -136,15 +291,6 @@ pub struct LogChunk {
     pub last_accessed: DateTime,
 }
 
-/// One entry of the ingest ledger: the sequence range a message was given on its first try.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LedgerEntry {
-    pub message_id: String,
-    pub first_sequence: i64,
-    pub log_count: i64,
-}
-
 /// The archive lock's lease: who holds `isArchiving`, and until when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -157,12 +303,15 @@ pub struct ArchiveLease {
 
 /// Per-episode statistics and archival state (collection `LogMetadata`).
 ///
-/// Besides the schema's fields it carries three of its own:
+/// Besides the schema's fields it carries these of its own (`docs/log-schema.md`):
 /// - `version`: bumped by every write. Every writer replaces the document only if the version it
 ///   read is still there (compare-and-set), so concurrent writers never lose each other's changes.
-/// - `recentMessages`: the ingest ledger, the last `ingest.ledger_window` message ids of the
-///   episode with the sequence range each got.
 /// - `archiveLease`: owner and expiry of the lock that `isArchiving` flags.
+/// - `ingestEpoch`: the ownership epoch of the last ingest-worker that counted logs here; a
+///   worker with an older epoch (it lost its partition) is refused.
+/// - `pendingChunk`: the LogChunk record of the chunk committed last, until that record is
+///   written.
+/// - `sweepDue`: whether the archive sweep must look at the episode.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogMetadata {
@@ -185,12 +334,22 @@ pub struct LogMetadata {
     pub is_archiving: bool,
     pub last_archived_at: Option<DateTime>,
     pub updated_at: DateTime,
+    /// Bumped by every write (compare-and-set).
     #[serde(default)]
     pub version: i64,
-    #[serde(default)]
-    pub recent_messages: Vec<LedgerEntry>,
+    /// Owner and expiry of the archive lock.
     #[serde(default)]
     pub archive_lease: Option<ArchiveLease>,
+    /// Ownership epoch of the last ingest-worker that counted logs here (fencing).
+    #[serde(default)]
+    pub ingest_epoch: i64,
+    /// The chunk committed last, until its LogChunk record is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_chunk: Option<LogChunk>,
+    /// Whether the archive sweep must look at this episode: over its threshold, locked, or with
+    /// work left from a commit. The sweep reads only such episodes (an indexed field).
+    #[serde(default)]
+    pub sweep_due: bool,
 }
 
 impl LogMetadata {
@@ -220,8 +379,10 @@ impl LogMetadata {
             last_archived_at: None,
             updated_at: now,
             version: 0,
-            recent_messages: Vec::new(),
             archive_lease: None,
+            ingest_epoch: 0,
+            pending_chunk: None,
+            sweep_due: false,
         }
     }
 
@@ -301,6 +462,8 @@ mod tests {
             metadata: Some(doc! {"k": 1_i64}),
             sequence_number: 3,
             created_at: DateTime::now(),
+            message_logs: None,
+            message_digest: None,
         };
         let d = bson::to_document(&e).unwrap();
         let keys: Vec<_> = d.keys().map(String::as_str).collect();

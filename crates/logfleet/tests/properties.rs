@@ -43,7 +43,7 @@ proptest! {
     #[test]
     fn accepted_episode_ids_stay_inside_their_key_prefix(raw in ".{0,40}|[A-Za-z0-9./$:_-]{1,40}", n in 0i32..1_000_000) {
         if let Ok(ep) = EpisodeId::parse(&raw) {
-            let key = chunk_key("logs", &ep, n);
+            let key = chunk_key("logs", &ep, n, "0badcafe");
             let parts: Vec<&str> = key.split('/').collect();
             prop_assert_eq!(parts.len(), 3, "{}", key);
             prop_assert_eq!(parts[0], "logs");

@@ -7,14 +7,19 @@ use bson::DateTime;
 use bson::oid::ObjectId;
 use futures::TryStreamExt;
 
-use crate::chunk::{ChunkError, ChunkWriter, EncodedChunk, chunk_key};
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk::{
+    ChunkError, ChunkWriter, EncodedChunk, chunk_key, episode_key_prefix, new_attempt,
+};
 use crate::config::{ArchiveSettings, Settings};
 use crate::domain::EpisodeId;
 use crate::metrics::ArchiveMetrics;
-use crate::model::{LogChunk, LogEntry, LogMetadata};
+use crate::model::{ArchivedMessage, LogChunk, LogEntry, LogMetadata};
 use crate::mongo::lease::{LeaseGrant, holds_lease, lease_until};
 use crate::mongo::{Decision, MongoError, MongoStore, RecordedChunk};
 use crate::object_store::{ObjectStore, put_verified};
+use crate::retry::within;
 
 use super::ArchiveError;
 use crate::contract::ArchiveKind;
@@ -29,7 +34,7 @@ pub enum ArchiveOutcome {
     Busy,
     /// No LogMetadata exists for the episode.
     Unknown,
-    /// A flush found a gap (logs reserved but not yet written) at this sequence number.
+    /// A flush found a counted log missing at this sequence number.
     Gap { at: i64 },
 }
 
@@ -46,6 +51,12 @@ pub struct ChunkArchiver<S: ObjectStore> {
     /// Episodes this process is archiving now: the sweep and the event consumer share one lease
     /// owner, so they must not run on the same episode at once.
     pub(super) running: std::sync::Mutex<std::collections::HashSet<EpisodeId>>,
+    /// Episodes whose runs failed lately, and when to try them again (the sweep's isolation).
+    pub(super) failing: super::sweep::FailingEpisodes,
+    /// How long an archived message's dedup record is kept (`ingest.dedup_horizon_secs`).
+    pub(super) dedup_horizon: Duration,
+    /// The sweep's period: the unit of a failing episode's backoff.
+    pub(super) sweep_interval: Duration,
     pub metrics: Arc<ArchiveMetrics>,
 }
 
@@ -74,6 +85,9 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             owner,
             faults: Faults::default(),
             running: Default::default(),
+            failing: Default::default(),
+            dedup_horizon: Duration::from_secs(settings.ingest.dedup_horizon_secs),
+            sweep_interval: Duration::from_secs(settings.archive.sweep_interval_secs.max(1)),
             metrics: Arc::default(),
         }
     }
@@ -149,7 +163,15 @@ impl<S: ObjectStore> ChunkArchiver<S> {
                 *metadata
             }
         };
-        let result = self.archive_locked(meta, kind).await;
+        // The lease is renewed in the background for as long as the run works, however long a
+        // chunk takes to build and upload; if a renewal finds it lost (this process stalled
+        // past it and another worker took over), the run stops at once.
+        let keeper = LeaseKeeper::start(self.store.clone(), ep.clone(), self.owner.clone(), lease);
+        let result = tokio::select! {
+            r = self.archive_locked(meta, kind) => r,
+            _ = keeper.lost.cancelled() => Err(ArchiveError::LeaseLost(ep.clone())),
+        };
+        drop(keeper);
         if matches!(result, Err(ArchiveError::Injected(_))) {
             return result;
         }
@@ -160,12 +182,14 @@ impl<S: ObjectStore> ChunkArchiver<S> {
     }
 
     /// Applies `change` to the LogMetadata by compare-and-set, provided this worker still holds
-    /// the lock; retries when an ingest-worker wrote in between.
+    /// the lock (the fence: a run that lost it changes nothing); retries when an ingest-worker
+    /// wrote in between. Renews the lease on the way.
     async fn update_locked(
         &self,
         ep: &EpisodeId,
         mut change: impl FnMut(&mut LogMetadata) -> Result<(), ArchiveError>,
     ) -> Result<LogMetadata, ArchiveError> {
+        let lease = self.lease_until();
         let updated = self
             .store
             .update_metadata(ep, None, |m| {
@@ -173,6 +197,9 @@ impl<S: ObjectStore> ChunkArchiver<S> {
                     return Err(ArchiveError::LeaseLost(ep.clone()));
                 }
                 change(m)?;
+                if let Some(l) = m.archive_lease.as_mut() {
+                    l.expires_at = lease;
+                }
                 Ok(Decision::Write(()))
             })
             .await?;
@@ -181,65 +208,79 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             .ok_or_else(|| ArchiveError::LeaseLost(ep.clone()))
     }
 
+    /// The chunk to archive next, as `(first sequence, count)`: `chunkSize` counted logs from
+    /// `archivedLogs` while `currentLogs` is at or over the threshold; on a flush also the last,
+    /// partial chunk. `None`: nothing (more) to archive.
+    pub fn next_chunk(meta: &LogMetadata, kind: ArchiveKind) -> Option<(i64, i64)> {
+        let start = meta.archived_logs;
+        let hot = meta.next_sequence_number - start;
+        let chunk_size = i64::from(meta.chunk_size.max(1));
+        let over_threshold = meta.current_logs >= i64::from(meta.archive_threshold);
+        if hot >= chunk_size && (over_threshold || kind == ArchiveKind::Flush) {
+            Some((start, chunk_size))
+        } else if kind == ArchiveKind::Flush && hot > 0 {
+            Some((start, hot))
+        } else {
+            None
+        }
+    }
+
     async fn archive_locked(
         &self,
-        mut meta: LogMetadata,
+        meta: LogMetadata,
         kind: ArchiveKind,
     ) -> Result<ArchiveOutcome, ArchiveError> {
         let ep = meta.episode_id.clone();
-        // Finish the delete step of an earlier run that died after its commit.
-        self.store
-            .delete_entries_below(&ep, meta.archived_logs)
-            .await?;
+        // Finish what a run before left (it died or stalled after a commit), then clear out
+        // objects no record points at.
+        let mut meta = self.finish_commit(meta, None).await?;
+        self.remove_orphans(&ep).await?;
         let (mut chunks, mut logs) = (0u32, 0i64);
-        loop {
-            let start = meta.archived_logs;
-            let hot = meta.next_sequence_number - start;
-            let chunk_size = i64::from(meta.chunk_size.max(1));
-            let over_threshold = meta.current_logs >= i64::from(meta.archive_threshold);
-            let count = if hot >= chunk_size && (over_threshold || kind == ArchiveKind::Flush) {
-                chunk_size
-            } else if kind == ArchiveKind::Flush && hot > 0 {
-                hot
-            } else {
-                break;
-            };
+        while let Some((start, count)) = Self::next_chunk(&meta, kind) {
             let chunk_number = meta.total_chunks;
             let build = self.metrics.chunk_build_seconds.start_timer();
             let built = self.build_chunk(&ep, start, count).await?;
             build.observe_duration();
-            let encoded = match built {
+            let (encoded, records) = match built {
                 Ok(c) => c,
                 Err(gap_at) => {
-                    tracing::info!(episode = %ep, gap_at, "logs not written yet; archiving stops before the gap");
+                    tracing::warn!(episode = %ep, gap_at, "a counted log is missing; archiving stops before it");
                     if kind == ArchiveKind::Flush {
                         return Ok(ArchiveOutcome::Gap { at: gap_at });
                     }
                     break;
                 }
             };
-            let lease = self.lease_until();
-            self.update_locked(&ep, |m| {
-                if m.archived_logs != start || m.total_chunks != chunk_number {
-                    return Err(ArchiveError::LeaseLost(ep.clone()));
-                }
-                m.archive_lease.as_mut().expect("held").expires_at = lease;
-                Ok(())
-            })
-            .await?;
-            let key = chunk_key(&self.key_prefix, &ep, chunk_number);
+            self.faults.at(FaultPoint::ArchiveAfterBuild).await?;
+            // Every attempt writes its own object: nothing this run uploads can replace what a
+            // record points at.
+            let key = chunk_key(&self.key_prefix, &ep, chunk_number, &new_attempt());
             let size_bytes = encoded.bytes.len() as i64;
             let upload = self.metrics.chunk_upload_seconds.start_timer();
             put_verified(&self.objects, &key, encoded.bytes.clone()).await?;
             upload.observe_duration();
             self.metrics.chunk_bytes.observe(size_bytes as f64);
             self.faults.at(FaultPoint::ArchiveAfterUpload).await?;
-            self.record_chunk(&ep, chunk_number, &encoded, &key).await?;
-            self.faults.at(FaultPoint::ArchiveAfterLogChunk).await?;
-            let lease = self.lease_until();
-            meta = self
+            let now = DateTime::now();
+            let record = LogChunk {
+                id: ObjectId::new(),
+                episode_id: ep.clone(),
+                chunk_number,
+                start_sequence: encoded.start_sequence,
+                end_sequence: encoded.end_sequence,
+                start_time: encoded.start_time,
+                end_time: encoded.end_time,
+                log_count: encoded.log_count as i32,
+                src: key.clone(),
+                size_bytes,
+                created_at: now,
+                last_accessed: now,
+            };
+            // The commit point: fenced on holding the lock and on this being the chunk the
+            // episode is at, it moves the counters and names the chunk (`pendingChunk`) until
+            // its LogChunk record is written.
+            let committed = self
                 .update_locked(&ep, |m| {
-                    // Fencing: commit only the chunk this run was built for.
                     if m.archived_logs != start || m.total_chunks != chunk_number {
                         return Err(ArchiveError::LeaseLost(ep.clone()));
                     }
@@ -248,15 +289,24 @@ impl<S: ObjectStore> ChunkArchiver<S> {
                     m.total_chunks += 1;
                     m.archived_s3_bytes += size_bytes;
                     m.current_mongo_bytes -= encoded.logical_bytes;
-                    m.last_archived_at = Some(DateTime::now());
-                    m.archive_lease.as_mut().expect("held").expires_at = lease;
+                    m.last_archived_at = Some(now);
+                    m.pending_chunk = Some(record.clone());
+                    m.sweep_due = true;
                     Ok(())
                 })
-                .await?;
+                .await;
+            meta = match committed {
+                Ok(m) => m,
+                Err(e) => {
+                    // Not committed: the object is nobody's.
+                    if let Err(de) = self.objects.delete(&key).await {
+                        tracing::warn!(%key, error = %de, "removing an uncommitted chunk object failed; the next run removes it");
+                    }
+                    return Err(e);
+                }
+            };
             self.faults.at(FaultPoint::ArchiveAfterMetadata).await?;
-            self.store
-                .delete_entries_below(&ep, meta.archived_logs)
-                .await?;
+            meta = self.finish_commit(meta, Some(records)).await?;
             chunks += 1;
             logs += encoded.log_count;
             self.metrics.chunks_written.inc();
@@ -266,14 +316,74 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         Ok(ArchiveOutcome::Done { chunks, logs })
     }
 
+    /// The steps after a commit, each idempotent: write the pending chunk's LogChunk record,
+    /// record the archived messages for dedup, delete the archived entries, clear
+    /// `pendingChunk`. `records`: the archived messages, when this run built the chunk (else
+    /// they are read from the entries still there).
+    async fn finish_commit(
+        &self,
+        mut meta: LogMetadata,
+        records: Option<Vec<ArchivedMessage>>,
+    ) -> Result<LogMetadata, ArchiveError> {
+        let ep = meta.episode_id.clone();
+        if let Some(pending) = &meta.pending_chunk {
+            self.record_chunk(pending).await?;
+        }
+        self.faults.at(FaultPoint::ArchiveAfterLogChunk).await?;
+        let below = meta.archived_logs;
+        let records = match records {
+            Some(r) => r,
+            None => self.store.archived_message_records(&ep, below).await?,
+        };
+        self.store.record_archived_messages(&records).await?;
+        self.store.delete_entries_below(&ep, below).await?;
+        if meta.pending_chunk.is_some() || meta.sweep_due {
+            meta = self
+                .update_locked(&ep, |m| {
+                    m.pending_chunk = None;
+                    m.sweep_due = m.current_logs >= i64::from(m.archive_threshold);
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(meta)
+    }
+
+    /// Deletes the episode's objects that no LogChunk record points at: uploads of attempts
+    /// that never committed (a run that died or lost its lock after its upload). Runs under the
+    /// lock, after [`Self::finish_commit`], so every committed chunk has its record.
+    async fn remove_orphans(&self, ep: &EpisodeId) -> Result<(), ArchiveError> {
+        let keys = self
+            .objects
+            .list(&episode_key_prefix(&self.key_prefix, ep))
+            .await?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let referenced: std::collections::HashSet<String> = self
+            .store
+            .chunks_of(ep)
+            .await?
+            .into_iter()
+            .map(|c| c.src)
+            .collect();
+        for key in keys.iter().filter(|k| !referenced.contains(*k)) {
+            tracing::info!(episode = %ep, %key, "removing a chunk object no record points at");
+            self.objects.delete(key).await?;
+            self.metrics.orphans_removed.inc();
+        }
+        Ok(())
+    }
+
     /// Reads `count` entries from `start` and encodes them; `Ok(Err(seq))` names the first
-    /// missing sequence number when the range is not complete yet.
+    /// missing sequence number when the range is not complete. Also returns the dedup records
+    /// of the messages whose first log is in the chunk.
     async fn build_chunk(
         &self,
         ep: &EpisodeId,
         start: i64,
         count: i64,
-    ) -> Result<Result<EncodedChunk, i64>, ArchiveError> {
+    ) -> Result<Result<(EncodedChunk, Vec<ArchivedMessage>), i64>, ArchiveError> {
         let mut cursor = self
             .store
             .entries_in_range(ep, start, start + count)
@@ -292,15 +402,25 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             }
             Ok::<_, ChunkError>((w.len(), w))
         });
+        let now = DateTime::now();
+        let mut records = Vec::new();
         let mut next = start;
         let mut batch = Vec::with_capacity(BUILD_BATCH);
         let mut gap = None;
-        while let Some(entry) = cursor.try_next().await.map_err(MongoError::from)? {
+        let limit = self.store.op_timeout();
+        while let Some(entry) = within("read a chunk's entries", limit, cursor.try_next())
+            .await
+            .map_err(MongoError::from)?
+            .map_err(MongoError::from)?
+        {
             if entry.sequence_number != next {
                 gap = Some(next);
                 break;
             }
             next += 1;
+            if let Some(r) = ArchivedMessage::of_first_entry(&entry, now) {
+                records.push(r);
+            }
             batch.push(entry);
             if batch.len() == BUILD_BATCH
                 && tx
@@ -330,57 +450,63 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         let encoded = tokio::task::spawn_blocking(move || w.finish())
             .await
             .map_err(|e| ChunkError::Io(std::io::Error::other(e)))??;
-        Ok(Ok(encoded))
+        Ok(Ok((encoded, records)))
     }
 
-    /// Writes the LogChunk record. A record for this number left by a run that died before its
-    /// commit is replaced when it differs (it was never committed: `totalChunks` is below it).
-    async fn record_chunk(
-        &self,
-        ep: &EpisodeId,
-        chunk_number: i32,
-        c: &EncodedChunk,
-        key: &str,
-    ) -> Result<(), ArchiveError> {
-        let now = DateTime::now();
-        let record = LogChunk {
-            id: ObjectId::new(),
-            episode_id: ep.clone(),
-            chunk_number,
-            start_sequence: c.start_sequence,
-            end_sequence: c.end_sequence,
-            start_time: c.start_time,
-            end_time: c.end_time,
-            log_count: c.log_count as i32,
-            src: key.to_owned(),
-            size_bytes: c.bytes.len() as i64,
-            created_at: now,
-            last_accessed: now,
-        };
-        match self.store.record_chunk(&record).await? {
-            RecordedChunk::Inserted => Ok(()),
-            RecordedChunk::Exists(existing) => {
-                let same = (
-                    existing.start_sequence,
-                    existing.end_sequence,
-                    existing.log_count,
-                    existing.size_bytes,
-                    &existing.src,
-                ) == (
-                    record.start_sequence,
-                    record.end_sequence,
-                    record.log_count,
-                    record.size_bytes,
-                    &record.src,
-                ) && (existing.start_time, existing.end_time)
-                    == (record.start_time, record.end_time);
-                if !same {
-                    self.store
-                        .replace_uncommitted_chunk(&existing, &record)
-                        .await?;
-                }
-                Ok(())
-            }
+    /// Writes a committed chunk's LogChunk record (from `pendingChunk`). A record of that number
+    /// that differs can only be this chunk's written by an earlier try of the same step (only a
+    /// run that committed writes records), so LogMetadata, the commit, wins.
+    async fn record_chunk(&self, record: &LogChunk) -> Result<(), ArchiveError> {
+        if let RecordedChunk::Exists(existing) = self.store.record_chunk(record).await?
+            && existing.src != record.src
+        {
+            tracing::warn!(episode = %record.episode_id, chunk_number = record.chunk_number, found = %existing.src, committed = %record.src, "a LogChunk record disagrees with the commit; writing the committed one");
+            self.store
+                .replace_uncommitted_chunk(&existing, record)
+                .await?;
         }
+        Ok(())
+    }
+}
+
+/// Renews a run's lease every third of its length, in the background, until dropped; cancels
+/// `lost` when a renewal finds another owner.
+struct LeaseKeeper {
+    /// Cancelled when the lease is lost.
+    lost: CancellationToken,
+    /// The renewal task, aborted on drop.
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseKeeper {
+    fn start(store: MongoStore, ep: EpisodeId, owner: String, lease: Duration) -> Self {
+        let lost = CancellationToken::new();
+        let task = tokio::spawn({
+            let lost = lost.clone();
+            async move {
+                let every = (lease / 3).max(Duration::from_millis(100));
+                loop {
+                    tokio::time::sleep(every).await;
+                    match store.renew_archive_lease(&ep, &owner, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(episode = %ep, "the archive lock was taken over; stopping this run");
+                            lost.cancel();
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(episode = %ep, error = %e, "renewing the archive lease failed; trying again")
+                        }
+                    }
+                }
+            }
+        });
+        Self { lost, task }
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

@@ -45,6 +45,7 @@ use sweep::sweep_loop;
 
 pub use crate::contract::{ArchiveKind, ArchiveRequest};
 pub use archiver::{ArchiveOutcome, ChunkArchiver};
+pub use sweep::{STUCK_LABELS, SweepReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {

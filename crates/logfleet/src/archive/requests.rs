@@ -20,6 +20,9 @@ use crate::retry::Backoff;
 use super::{ArchiveError, ArchiveOutcome, ChunkArchiver};
 use crate::contract::{ArchiveKind, ArchiveRequest};
 
+/// Tries of a threshold event before it is left to the sweep.
+const THRESHOLD_TRIES: u32 = 3;
+
 pub(super) async fn consume_events<S: ObjectStore + 'static>(
     archiver: &Arc<ChunkArchiver<S>>,
     settings: &Settings,
@@ -120,17 +123,30 @@ async fn handle_event<S: ObjectStore>(
     let ep = &request.episode_id;
     let flush_deadline = tokio::time::Instant::now() + Duration::from_secs(s.flush_wait_secs);
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut failures = 0;
     loop {
         let retry_reason = match archiver.archive_episode(ep, request.kind).await {
-            Ok(ArchiveOutcome::Done { .. }) | Ok(ArchiveOutcome::Unknown) => break,
+            Ok(ArchiveOutcome::Done { .. }) | Ok(ArchiveOutcome::Unknown) => {
+                archiver.note_success(ep);
+                break;
+            }
             // Threshold: the holder, or the next sweep, archives what is due.
             Ok(ArchiveOutcome::Busy) if request.kind == ArchiveKind::Threshold => break,
             Ok(ArchiveOutcome::Busy) => "the archive lock is held by another worker".to_owned(),
             Ok(ArchiveOutcome::Gap { at }) => {
-                format!("sequence {at} is reserved but not written yet")
+                format!("log {at} is counted but missing from MongoDB")
             }
             Err(e @ ArchiveError::Injected(_)) => return Err(e),
             Err(e) => {
+                failures += 1;
+                archiver.note_failure(ep, &e);
+                // A threshold event is a hint: after a few failures it is acked and the episode
+                // is left to the sweep (it stays flagged due), so a failing episode never holds
+                // one of this worker's archive slots for good.
+                if request.kind == ArchiveKind::Threshold && failures >= THRESHOLD_TRIES {
+                    tracing::warn!(episode = %ep, error = %e, "threshold event given up after {THRESHOLD_TRIES} tries; the sweep takes the episode over");
+                    break;
+                }
                 tracing::warn!(episode = %ep, error = %e, "archive run failed; retrying");
                 e.to_string()
             }

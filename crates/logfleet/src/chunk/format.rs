@@ -7,14 +7,37 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{EpisodeId, LogLevel};
 use crate::model::LogEntry;
 
-/// The S3 key of chunk `chunk_number` of `episode`. Deterministic, so a retry overwrites.
-pub fn chunk_key(key_prefix: &str, episode: &EpisodeId, chunk_number: i32) -> String {
+/// The S3 key of chunk `chunk_number` of `episode`, as written by attempt `attempt`.
+///
+/// `attempt` names the archive run that wrote it (8 hex digits): every attempt at a chunk writes
+/// its own object, so a run that lost its lock can never overwrite the object a committed
+/// record points at. The committed one is the record's `src`; the others are removed by the
+/// run that holds the lock next.
+pub fn chunk_key(
+    key_prefix: &str,
+    episode: &EpisodeId,
+    chunk_number: i32,
+    attempt: &str,
+) -> String {
+    format!(
+        "{}chunk-{chunk_number:010}-{attempt}.jsonl.gz",
+        episode_key_prefix(key_prefix, episode)
+    )
+}
+
+/// The prefix under which every object of `episode` lives, ending in `/`.
+pub fn episode_key_prefix(key_prefix: &str, episode: &EpisodeId) -> String {
     let prefix = key_prefix.trim_matches('/');
     if prefix.is_empty() {
-        format!("{episode}/chunk-{chunk_number:010}.jsonl.gz")
+        format!("{episode}/")
     } else {
-        format!("{prefix}/{episode}/chunk-{chunk_number:010}.jsonl.gz")
+        format!("{prefix}/{episode}/")
     }
+}
+
+/// A new attempt id for [`chunk_key`].
+pub fn new_attempt() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
 }
 
 /// Metadata as plain JSON (what the producer sent): numbers stay numbers.

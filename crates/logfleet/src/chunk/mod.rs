@@ -15,13 +15,15 @@
 //!
 //! `id` is the 24-hex ObjectId, datetimes are RFC 3339 UTC with milliseconds, `metadata` keeps
 //! the key order the producer sent and is
-//! omitted when the log had none. Keys: `{key_prefix}/{episodeId}/chunk-{chunkNumber:010}.jsonl.gz`.
+//! omitted when the log had none. Keys: `{key_prefix}/{episodeId}/chunk-{chunkNumber:010}-{attempt}.jsonl.gz`.
 
 pub mod format;
 pub mod reader;
 pub mod writer;
 
-pub use format::{LogRecord, MemberSpan, chunk_key, metadata_to_json, rfc3339_ms};
+pub use format::{
+    LogRecord, MemberSpan, chunk_key, episode_key_prefix, metadata_to_json, new_attempt, rfc3339_ms,
+};
 pub use reader::{ChunkObject, DecodedMember, decode_chunk, inflate_member, member_index};
 pub use writer::{ChunkWriter, EncodedChunk, MEMBER_BYTES};
 
@@ -62,6 +64,8 @@ mod tests {
             metadata: meta,
             sequence_number: seq,
             created_at: DateTime::from_millis(1_700_000_000_123),
+            message_logs: None,
+            message_digest: None,
         }
     }
 
@@ -294,17 +298,24 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_deterministic_and_stay_under_their_prefix() {
+    fn keys_name_the_attempt_and_stay_under_their_prefix() {
         let ep = EpisodeId::parse("run.7:a").unwrap();
         assert_eq!(
-            chunk_key("logs", &ep, 3),
-            "logs/run.7:a/chunk-0000000003.jsonl.gz"
+            chunk_key("logs", &ep, 3, "0badcafe"),
+            "logs/run.7:a/chunk-0000000003-0badcafe.jsonl.gz"
         );
         assert_eq!(
-            chunk_key("/logs/", &ep, 3),
-            "logs/run.7:a/chunk-0000000003.jsonl.gz"
+            chunk_key("/logs/", &ep, 3, "0badcafe"),
+            "logs/run.7:a/chunk-0000000003-0badcafe.jsonl.gz"
         );
-        assert_eq!(chunk_key("", &ep, 0), "run.7:a/chunk-0000000000.jsonl.gz");
+        assert_eq!(
+            chunk_key("", &ep, 0, "00000001"),
+            "run.7:a/chunk-0000000000-00000001.jsonl.gz"
+        );
+        let (a, b) = (new_attempt(), new_attempt());
+        assert!(a.len() == 8 && a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b, "every attempt its own key");
+        assert!(chunk_key("logs", &ep, 3, &a).starts_with(&episode_key_prefix("logs", &ep)));
     }
 
     #[test]

@@ -1,21 +1,40 @@
-//! One batch of deliveries: decode, number, write, publish threshold events.
+//! One batch of deliveries: decode, number, write, count, publish threshold events.
+//!
+//! The order is what makes a batch safe to repeat and safe against a stalled worker:
+//!
+//! 1. decode every delivery; an invalid one is dead-lettered with its reason (confirmed);
+//! 2. look up what the store holds of the messages (by their first entry's `_id`, then the
+//!    archived messages' records) and number each episode's messages ([`SequenceLedger::plan`]);
+//! 3. write the entries (unordered `insertMany`; duplicates of an earlier try are refused and
+//!    counted; an entry the server refuses for good gets its message dead-lettered, and the
+//!    messages after it are numbered again);
+//! 4. count each episode's new range into LogMetadata by compare-and-set ([`count`]), fenced by
+//!    this worker's ownership epoch of the partition;
+//! 5. dead-letter reused ids, publish threshold events (confirmed);
+//! 6. the caller acks the batch.
+//!
+//! Nothing is counted before it is written, and nothing is acked before it is counted, so a
+//! crash or a stall anywhere leaves messages that are redelivered and find their entries. Before
+//! writing and before counting the worker checks that its delivery channel is still open: one
+//! that lost its partition (a consumer timeout, a broker restart, a hand-over) stops there.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bson::DateTime;
+use bson::oid::ObjectId;
 use lapin::message::Delivery;
+use tokio_util::sync::CancellationToken;
 
 use super::{IngestError, Worker};
 use crate::amqp::{self, ConfirmedPublisher};
 use crate::contract::{self, LogMessage, MessageProperties};
 use crate::domain::EpisodeId;
 use crate::faults::FaultPoint;
-use crate::ledger::Plan;
-use crate::model::{LogEntry, LogMetadata};
+use crate::ledger::{Action, CountError, Incoming, Known, Plan, count};
+use crate::model::{LogEntry, LogMetadata, MessageKey, digest_of_message, message_entries};
 use crate::mongo::{Decision, MongoError};
 use crate::retry::Backoff;
-use tokio_util::sync::CancellationToken;
 
 pub(super) fn next_delivery(
     d: Option<lapin::Result<Delivery>>,
@@ -28,21 +47,63 @@ pub(super) fn next_delivery(
     }
 }
 
+/// The partition a batch came from.
+pub(super) struct Partition<'a> {
+    /// Its queue.
+    pub queue: &'a str,
+    /// The channel its deliveries came on; closed means the partition is no longer ours.
+    pub channel: &'a lapin::Channel,
+    /// This worker's ownership epoch of it.
+    pub epoch: i64,
+}
+
+impl Partition<'_> {
+    /// Stops here unless the delivery channel is still open.
+    fn still_ours(&self) -> Result<(), IngestError> {
+        if self.channel.status().connected() {
+            Ok(())
+        } else {
+            Err(IngestError::ChannelGone(self.queue.to_owned()))
+        }
+    }
+}
+
 pub(super) enum BatchOutcome {
+    /// Everything the batch caused is durable: ack it.
     Done,
+    /// Shutdown while retrying, or the channel is gone: leave the batch unacked; it returns to
+    /// the queue.
     Abandoned,
+    /// Another worker owns the partition now (a newer epoch counted one of its episodes): stop
+    /// consuming it.
+    Fenced,
+}
+
+/// A message to dead-letter: the delivery it came in, the reason, the metric's kind.
+struct DeadLetter {
+    delivery: usize,
+    reason: String,
+    kind: &'static str,
+}
+
+/// What writing a batch leaves to publish before the ack.
+#[derive(Default)]
+struct Written {
+    dead_letters: Vec<DeadLetter>,
+    /// Episodes whose `currentLogs` reached their threshold.
+    events: Vec<EpisodeId>,
 }
 
 pub(super) async fn handle_batch(
     worker: &Worker,
     publisher: &ConfirmedPublisher,
-    queue: &str,
+    part: &Partition<'_>,
     batch: &[Delivery],
     cache: &mut HashMap<EpisodeId, LogMetadata>,
     stop: &CancellationToken,
 ) -> Result<BatchOutcome, IngestError> {
     let mut valid = Vec::with_capacity(batch.len());
-    for d in batch {
+    for (i, d) in batch.iter().enumerate() {
         if d.redelivered {
             worker.metrics.messages_redelivered.inc();
         }
@@ -55,65 +116,40 @@ pub(super) async fn handle_batch(
         match contract::decode(&d.data, props, &worker.settings.limits) {
             Ok(m) => {
                 worker.metrics.logs_consumed.inc_by(m.logs.len() as u64);
-                valid.push(m);
+                valid.push((i, m));
             }
             Err(reason) => {
-                let kind = reason.kind();
-                let reason = reason.to_string();
-                tracing::warn!(queue, routing_key = %d.routing_key, %reason, bytes = d.data.len(), "dead-lettering invalid message");
-                let props = amqp::dead_letter_properties(
-                    &d.properties,
-                    &reason,
-                    queue,
-                    d.routing_key.as_str(),
-                );
-                publisher
-                    .publish(
-                        &worker.topology.dead_letter_exchange,
-                        d.routing_key.as_str(),
-                        &d.data,
-                        props,
-                    )
-                    .await?;
-                worker
-                    .metrics
-                    .messages_dead_lettered
-                    .with_label_values(&[kind])
-                    .inc();
+                dead_letter(
+                    worker,
+                    publisher,
+                    part.queue,
+                    d,
+                    &reason.to_string(),
+                    reason.kind(),
+                )
+                .await?
             }
         }
     }
     if valid.is_empty() {
         return Ok(BatchOutcome::Done);
     }
-    // Group by episode, keeping delivery order inside each episode.
-    let mut groups: Vec<(EpisodeId, Vec<&LogMessage>)> = Vec::new();
-    for m in &valid {
-        match groups.iter_mut().find(|(ep, _)| *ep == m.episode_id) {
-            Some((_, msgs)) => msgs.push(m),
-            None => groups.push((m.episode_id.clone(), vec![m])),
-        }
-    }
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-    loop {
-        match write_batch(worker, &groups, cache).await {
-            Ok(events) => {
-                for ep in events {
-                    amqp::request_archive(
-                        publisher,
-                        &worker.topology,
-                        &ep,
-                        contract::ArchiveKind::Threshold,
-                    )
-                    .await?;
-                    worker.metrics.threshold_events.inc();
-                    tracing::info!(episode = %ep, "threshold reached: archive event published");
-                }
-                return Ok(BatchOutcome::Done);
-            }
+    let written = loop {
+        match write_batch(worker, part, &valid, cache).await {
+            Ok(w) => break w,
             Err(e @ IngestError::Injected(_)) => return Err(e),
+            Err(IngestError::Fenced(f)) => {
+                tracing::warn!(queue = part.queue, error = %f, "partition lost to a newer owner: the batch is left to it");
+                return Ok(BatchOutcome::Fenced);
+            }
+            Err(IngestError::ChannelGone(q)) => {
+                tracing::warn!(queue = %q, "delivery channel closed: the batch is left unwritten, it returns to the queue");
+                return Ok(BatchOutcome::Abandoned);
+            }
             Err(e) => {
                 cache.clear();
+                worker.metrics.batch_retries.inc();
                 let wait = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "batch write failed; retrying");
                 tokio::select! {
@@ -122,117 +158,321 @@ pub(super) async fn handle_batch(
                 }
             }
         }
+    };
+    for dl in &written.dead_letters {
+        dead_letter(
+            worker,
+            publisher,
+            part.queue,
+            &batch[dl.delivery],
+            &dl.reason,
+            dl.kind,
+        )
+        .await?;
     }
+    for ep in written.events {
+        amqp::request_archive(
+            publisher,
+            &worker.topology,
+            &ep,
+            contract::ArchiveKind::Threshold,
+        )
+        .await?;
+        worker.metrics.threshold_events.inc();
+        tracing::info!(episode = %ep, "threshold reached: archive event published");
+    }
+    Ok(BatchOutcome::Done)
 }
 
-/// Steps 2-3 of a batch. Returns the episodes that need a threshold event.
+/// Republishes a delivery (with confirm) to the dead-letter exchange with `reason`.
+async fn dead_letter(
+    worker: &Worker,
+    publisher: &ConfirmedPublisher,
+    queue: &str,
+    d: &Delivery,
+    reason: &str,
+    kind: &'static str,
+) -> Result<(), IngestError> {
+    tracing::warn!(queue, routing_key = %d.routing_key, %reason, bytes = d.data.len(), "dead-lettering a message");
+    let props = amqp::dead_letter_properties(&d.properties, reason, queue, d.routing_key.as_str());
+    publisher
+        .publish(
+            &worker.topology.dead_letter_exchange,
+            d.routing_key.as_str(),
+            &d.data,
+            props,
+        )
+        .await?;
+    worker
+        .metrics
+        .messages_dead_lettered
+        .with_label_values(&[kind])
+        .inc();
+    Ok(())
+}
+
+/// One episode's part of a batch.
+struct EpisodeBatch<'a> {
+    episode: EpisodeId,
+    /// Its messages, in delivery order.
+    incoming: Vec<Incoming<'a>>,
+    /// The delivery of each.
+    deliveries: Vec<usize>,
+    plan: Plan,
+}
+
+/// Steps 2-4 of a batch.
 async fn write_batch(
     worker: &Worker,
-    groups: &[(EpisodeId, Vec<&LogMessage>)],
+    part: &Partition<'_>,
+    valid: &[(usize, LogMessage)],
     cache: &mut HashMap<EpisodeId, LogMetadata>,
-) -> Result<Vec<EpisodeId>, IngestError> {
+) -> Result<Written, IngestError> {
     let now = DateTime::now();
-    let mut entries = Vec::new();
-    let mut replayed = Vec::new();
-    let mut events = Vec::new();
-    for (ep, msgs) in groups {
-        let plan = reserve(worker, ep, msgs, cache, now).await?;
-        let archived = plan.updated.archived_logs;
-        if tracing::enabled!(tracing::Level::TRACE) {
-            for (msg, a) in msgs.iter().zip(&plan.assignments) {
-                tracing::trace!(instance = %worker.instance, episode = %ep, message_id = %msg.message_id, first = a.first_sequence, fresh = a.fresh, first_log = %msg.logs[0].message, "numbered");
+    let mut written = Written::default();
+    // Group by episode, keeping delivery order inside each episode.
+    let mut groups: Vec<EpisodeBatch<'_>> = Vec::new();
+    for (delivery, m) in valid {
+        let key = MessageKey::new(&m.episode_id, m.message_id.as_str());
+        let inc = Incoming {
+            first_id: key.entry_id(0, m.logs[0].timestamp_ms),
+            digest: digest_of_message(m),
+            key,
+            message: m,
+        };
+        match groups.iter_mut().find(|g| g.episode == m.episode_id) {
+            Some(g) => {
+                g.incoming.push(inc);
+                g.deliveries.push(*delivery);
             }
-        }
-        for (msg, a) in msgs.iter().zip(&plan.assignments) {
-            for (k, log) in msg.logs.iter().enumerate() {
-                let seq = a.first_sequence + k as i64;
-                // A replayed log below archivedLogs is in S3 already: writing it again would
-                // bring back an entry the archive-worker deleted.
-                if !a.fresh && seq < archived {
-                    continue;
-                }
-                entries.push(
-                    LogEntry::from_new_log(ep, log, seq, now)
-                        .map_err(|e| IngestError::Encode(e.to_string()))?,
-                );
-            }
-        }
-        let threshold = i64::from(plan.updated.archive_threshold);
-        if plan.has_replays() {
-            replayed.push((
-                ep,
-                plan.assignments
-                    .iter()
-                    .filter(|a| !a.fresh)
-                    .map(|a| a.first_sequence)
-                    .min(),
-            ));
-        }
-        if plan.crossed_threshold || (plan.has_replays() && plan.updated.current_logs >= threshold)
-        {
-            events.push(ep.clone());
+            None => groups.push(EpisodeBatch {
+                episode: m.episode_id.clone(),
+                incoming: vec![inc],
+                deliveries: vec![*delivery],
+                plan: Plan {
+                    actions: Vec::new(),
+                    counted_from: 0,
+                    count_to: 0,
+                },
+            }),
         }
     }
-    worker.faults.at(FaultPoint::IngestAfterReserve).await?;
-    for slice in entries.chunks(worker.settings.ingest.max_batch_logs) {
-        let timer = worker.metrics.insert_seconds.start_timer();
-        let out = worker.store.insert_entries(slice).await?;
-        timer.observe_duration();
-        worker.metrics.logs_inserted.inc_by(out.inserted as u64);
-        worker.metrics.logs_duplicate.inc_by(out.duplicates as u64);
-    }
-    worker.faults.at(FaultPoint::IngestAfterInsert).await?;
-    // A replayed entry may have been archived and deleted between our read of archivedLogs and
-    // our insert; if so, the insert brought it back and it must go again.
-    for (ep, lowest) in replayed {
-        let fresh = worker.store.metadata_of(ep).await?;
-        if let (Some(m), Some(lowest)) = (fresh, lowest) {
-            if lowest < m.archived_logs {
-                worker
+    let first_ids: Vec<ObjectId> = groups
+        .iter()
+        .flat_map(|g| g.incoming.iter().map(|i| i.first_id))
+        .collect();
+    let mut known = worker.store.known_messages(&first_ids).await?;
+    for g in &mut groups {
+        let meta = match cache.get(&g.episode) {
+            Some(m) => m.clone(),
+            None => {
+                let s = &worker.settings.ingest;
+                let m = worker
                     .store
-                    .delete_entries_below(ep, m.archived_logs)
+                    .metadata_or_create(&g.episode, s.archive_threshold, s.chunk_size)
                     .await?;
+                cache.insert(g.episode.clone(), m.clone());
+                m
             }
-            cache.insert(ep.clone(), m);
-        }
+        };
+        g.plan = worker
+            .ledger
+            .plan(meta.next_sequence_number, &g.incoming, &known)
+            .inspect_err(|_| {
+                cache.remove(&g.episode);
+            })?;
     }
-    Ok(events)
-}
-
-/// Numbers one episode's messages and writes the ledger by compare-and-set, retrying on conflict.
-async fn reserve(
-    worker: &Worker,
-    ep: &EpisodeId,
-    msgs: &[&LogMessage],
-    cache: &mut HashMap<EpisodeId, LogMetadata>,
-    now: DateTime,
-) -> Result<Plan, IngestError> {
-    let current = match cache.remove(ep) {
-        Some(m) => m,
-        None => {
-            let s = &worker.settings.ingest;
+    worker.faults.at(FaultPoint::IngestAfterPlan).await?;
+    // Write, dead-letter what the server refuses for good, number again what followed it.
+    part.still_ours()?;
+    loop {
+        let mut entries = Vec::new();
+        // Where each entry came from: (group, message).
+        let mut origin = Vec::new();
+        // Messages refused for good: (group, message, reason).
+        let mut refused: Vec<(usize, usize, String)> = Vec::new();
+        for (gi, g) in groups.iter().enumerate() {
+            for (mi, (inc, action)) in g.incoming.iter().zip(&g.plan.actions).enumerate() {
+                if let Action::Write { first } = *action {
+                    match message_entries(&inc.key, inc.digest, inc.message, first, now) {
+                        Ok(es) => {
+                            origin.extend(std::iter::repeat_n((gi, mi), es.len()));
+                            entries.extend(es);
+                        }
+                        Err(e) => {
+                            refused.push((gi, mi, format!("a log does not encode as BSON: {e}")))
+                        }
+                    }
+                }
+            }
+        }
+        if refused.is_empty() {
+            for (i, reason) in insert_all(worker, &entries).await? {
+                let (gi, mi) = origin[i];
+                refused.push((gi, mi, reason));
+            }
+        }
+        if refused.is_empty() {
+            break;
+        }
+        // The first refused message of each episode, and everything numbered after it, go
+        // again without it; it is dead-lettered with the server's reason.
+        let mut redo: HashMap<usize, (usize, String)> = HashMap::new();
+        for (gi, mi, reason) in refused {
+            let e = redo.entry(gi).or_insert((mi, reason.clone()));
+            if mi < e.0 {
+                *e = (mi, reason);
+            }
+        }
+        for (gi, (mi, reason)) in redo {
+            let g = &mut groups[gi];
+            let Action::Write { first } = g.plan.actions[mi] else {
+                continue;
+            };
             worker
                 .store
-                .metadata_or_create(ep, s.archive_threshold, s.chunk_size)
-                .await?
+                .delete_entries_in(&g.episode, first, g.plan.count_to)
+                .await?;
+            written.dead_letters.push(DeadLetter {
+                delivery: g.deliveries[mi],
+                reason: format!("the store refused this message: {reason}"),
+                kind: "store_refused",
+            });
+            g.incoming.remove(mi);
+            g.deliveries.remove(mi);
+            // Entries of messages after it were deleted: they are new again.
+            for inc in &g.incoming[mi..] {
+                known.remove(&inc.first_id);
+            }
+            g.plan = worker
+                .ledger
+                .plan(g.plan.counted_from, &g.incoming, &known)?;
         }
-    };
-    let updated = worker
-        .store
-        .update_metadata(ep, Some(current), |m| {
-            let plan = worker.ledger.plan(m, msgs, now);
-            *m = plan.updated.clone();
-            Ok::<_, IngestError>(Decision::Write(plan))
-        })
-        .await?
-        .ok_or_else(|| MongoError::Missing(format!("LogMetadata of {ep} disappeared")))?;
+    }
+    worker.faults.at(FaultPoint::IngestAfterInsert).await?;
+    // Count each episode's new range, fenced by this worker's epoch.
+    part.still_ours()?;
+    for g in &groups {
+        for (inc, (action, delivery)) in g
+            .incoming
+            .iter()
+            .zip(g.plan.actions.iter().zip(&g.deliveries))
+        {
+            if let Action::Reused(k) = action {
+                written.dead_letters.push(DeadLetter {
+                    delivery: *delivery,
+                    reason: reused_reason(inc, k),
+                    kind: "message_id_reused",
+                });
+            }
+        }
+        if g.plan.count_to <= g.plan.counted_from {
+            continue;
+        }
+        let updated = worker
+            .store
+            .update_metadata(&g.episode, cache.remove(&g.episode), |m| {
+                match count(m, &g.plan, &g.incoming, part.epoch) {
+                    Ok(c) if c.logs == 0 && m.next_sequence_number >= g.plan.count_to => {
+                        Ok(Decision::Keep(c))
+                    }
+                    Ok(c) => Ok(Decision::Write(c)),
+                    Err(CountError::Fenced(f)) => Err(IngestError::Fenced(f)),
+                    Err(e @ CountError::MovedBack { .. }) => {
+                        Err(IngestError::Inconsistent(e.to_string()))
+                    }
+                }
+            })
+            .await?
+            .ok_or_else(|| MongoError::Missing(format!("LogMetadata of {} is gone", g.episode)))?;
+        worker
+            .metrics
+            .logs_counted
+            .inc_by(updated.value.logs as u64);
+        if updated.value.crossed_threshold {
+            written.events.push(g.episode.clone());
+        }
+        cache.insert(g.episode.clone(), updated.metadata);
+    }
+    worker.faults.at(FaultPoint::IngestAfterCount).await?;
     if cache.len() >= 10_000 {
         cache.clear();
     }
-    cache.insert(ep.clone(), updated.metadata.clone());
-    let mut plan = updated.value;
-    plan.updated = updated.metadata;
-    Ok(plan)
+    Ok(written)
+}
+
+/// Inserts entries in slices of `ingest.max_batch_logs`; returns the positions of the entries
+/// the server refused for good, with its reason. Entries that cannot even be sent (refused by
+/// the driver) are found by trying their messages one at a time.
+async fn insert_all(
+    worker: &Worker,
+    entries: &[LogEntry],
+) -> Result<Vec<(usize, String)>, IngestError> {
+    let mut refused = Vec::new();
+    let slice = worker.settings.ingest.max_batch_logs.max(1);
+    for (si, part) in entries.chunks(slice).enumerate() {
+        let base = si * slice;
+        let timer = worker.metrics.insert_seconds.start_timer();
+        let outcome = match worker.store.insert_entries(part).await {
+            Ok(o) => o,
+            Err(e) if !e.is_transient() => {
+                // The whole call was refused: one entry at a time finds the culprits.
+                let mut o = crate::mongo::InsertOutcome::default();
+                for (i, entry) in part.iter().enumerate() {
+                    match worker
+                        .store
+                        .insert_entries(std::slice::from_ref(entry))
+                        .await
+                    {
+                        Ok(one) => {
+                            o.inserted += one.inserted;
+                            o.duplicates += one.duplicates;
+                            o.refused.extend(
+                                one.refused
+                                    .into_iter()
+                                    .map(|r| crate::mongo::Refused { index: i, ..r }),
+                            );
+                        }
+                        Err(e) if !e.is_transient() => o.refused.push(crate::mongo::Refused {
+                            index: i,
+                            code: 0,
+                            message: e.to_string(),
+                        }),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                o
+            }
+            Err(e) => return Err(e.into()),
+        };
+        timer.observe_duration();
+        worker.metrics.logs_inserted.inc_by(outcome.inserted as u64);
+        worker
+            .metrics
+            .logs_duplicate
+            .inc_by(outcome.duplicates as u64);
+        refused.extend(
+            outcome
+                .refused
+                .into_iter()
+                .map(|r| (base + r.index, format!("code {}: {}", r.code, r.message))),
+        );
+    }
+    Ok(refused)
+}
+
+fn reused_reason(inc: &Incoming<'_>, k: &Known) -> String {
+    let id = &inc.key.message_id;
+    if k.first_sequence < 0 {
+        format!(
+            "message_id {id:?} was reused in this batch for other content; a retry must carry the same logs"
+        )
+    } else {
+        format!(
+            "message_id {id:?} was used before for other content ({} logs stored from sequence {}); a retry must carry the same logs, a new message needs a new id",
+            k.log_count, k.first_sequence
+        )
+    }
 }
 
 /// Runs `f` when dropped: keeps a gauge right however a task ends.

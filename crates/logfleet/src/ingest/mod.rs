@@ -44,7 +44,7 @@ use crate::ledger::SequenceLedger;
 use crate::metrics::IngestMetrics;
 use crate::model::LogMetadata;
 use crate::mongo::{MongoError, MongoStore};
-use batch::{BatchOutcome, handle_batch, next_delivery, scopeguard};
+use batch::{BatchOutcome, Partition, handle_batch, next_delivery, scopeguard};
 use partition::{FairShare, consume_exclusive, keep_fair_share};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,8 +59,15 @@ pub enum IngestError {
     ConsumerEnded(String),
     #[error(transparent)]
     Injected(#[from] InjectedFault),
-    #[error("a log does not encode as BSON: {0}")]
-    Encode(String),
+    /// The partition's delivery channel closed while a batch was in hand.
+    #[error("the delivery channel of {0} closed")]
+    ChannelGone(String),
+    /// A newer owner of the partition counted one of the batch's episodes.
+    #[error(transparent)]
+    Fenced(#[from] crate::ledger::Fenced),
+    /// The store contradicts the numbering (see [`crate::ledger::Inconsistent`]).
+    #[error("numbering: {0}")]
+    Inconsistent(String),
     #[error("HTTP endpoints: {0}")]
     Http(String),
 }
@@ -68,6 +75,12 @@ pub enum IngestError {
 impl From<lapin::Error> for IngestError {
     fn from(e: lapin::Error) -> Self {
         IngestError::Amqp(e.into())
+    }
+}
+
+impl From<crate::ledger::Inconsistent> for IngestError {
+    fn from(e: crate::ledger::Inconsistent) -> Self {
+        IngestError::Inconsistent(e.to_string())
     }
 }
 
@@ -152,9 +165,7 @@ async fn supervise(
         .unwrap_or_else(|| format!("ingest-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
     let worker = Arc::new(Worker {
         topology: Topology::new(&settings.amqp),
-        ledger: SequenceLedger {
-            window: settings.ingest.ledger_window,
-        },
+        ledger: SequenceLedger,
         store,
         instance,
         faults: options.faults,
@@ -240,6 +251,10 @@ enum Ownership {
     /// Handed over to keep the fair share: the channel is closed, and its unacked messages
     /// return to their places for the next owner, as when a worker dies.
     Released,
+    /// Lost: the delivery channel closed (a consumer timeout, a broker restart), or a newer
+    /// owner counted one of its episodes. The batch in hand goes back unwritten; the worker
+    /// stands by for the partition again.
+    Lost,
 }
 
 async fn consume_partition(
@@ -259,10 +274,26 @@ async fn consume_partition(
         else {
             return Ok(());
         };
-        let outcome = own_partition(
-            &worker, &publisher, &queue, &channel, consumer, &share, &stop,
-        )
-        .await;
+        // A new ownership: a new epoch, higher than any before, fences the previous owner.
+        let epoch = match worker
+            .store
+            .claim_ingest_epoch(&queue, &worker.instance)
+            .await
+        {
+            Ok(e) => e,
+            Err(e) => {
+                share.released();
+                let _ = channel.close(200, "no epoch".into()).await;
+                return Err(e.into());
+            }
+        };
+        tracing::info!(queue, epoch, "partition owned");
+        let part = Partition {
+            queue: &queue,
+            channel: &channel,
+            epoch,
+        };
+        let outcome = own_partition(&worker, &publisher, &part, consumer, &share, &stop).await;
         match outcome {
             // `take_release` already counted it out.
             Ok(Ownership::Released) => {
@@ -279,6 +310,17 @@ async fn consume_partition(
                 share.released();
                 return Ok(());
             }
+            Ok(Ownership::Lost) => {
+                share.released();
+                if channel.status().connected() {
+                    let _ = channel.close(200, "partition lost".into()).await;
+                }
+                tracing::warn!(queue, epoch, "partition lost; standing by for it");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(poll) => {}
+                }
+            }
             Err(e) => {
                 share.released();
                 return Err(e);
@@ -291,12 +333,12 @@ async fn consume_partition(
 async fn own_partition(
     worker: &Arc<Worker>,
     publisher: &ConfirmedPublisher,
-    queue: &str,
-    channel: &lapin::Channel,
+    part: &Partition<'_>,
     mut consumer: lapin::Consumer,
     share: &FairShare,
     stop: &CancellationToken,
 ) -> Result<Ownership, IngestError> {
+    let (queue, channel) = (part.queue, part.channel);
     let prefetch = worker.settings.ingest.prefetch;
     let poll = worker.standby_poll();
     let metrics = worker.metrics.clone();
@@ -334,7 +376,7 @@ async fn own_partition(
         let held = batch.len() as i64;
         worker.metrics.messages_consumed.inc_by(held as u64);
         worker.metrics.prefetch_in_use.add(held);
-        let outcome = handle_batch(worker, publisher, queue, &batch, &mut cache, stop).await;
+        let outcome = handle_batch(worker, publisher, part, &batch, &mut cache, stop).await;
         worker.metrics.prefetch_in_use.sub(held);
         match outcome? {
             BatchOutcome::Done => {
@@ -344,8 +386,32 @@ async fn own_partition(
                     .await?;
                 worker.metrics.messages_acked.inc_by(held as u64);
             }
-            // Shutdown while retrying: leave the batch unacked; it returns to the queue.
-            BatchOutcome::Abandoned => return Ok(Ownership::Stopped),
+            // Shutdown while retrying, or the channel is gone: leave the batch unacked; it
+            // returns to the queue.
+            BatchOutcome::Abandoned if stop.is_cancelled() => {
+                worker
+                    .metrics
+                    .batches_abandoned
+                    .with_label_values(&["shutdown"])
+                    .inc();
+                return Ok(Ownership::Stopped);
+            }
+            BatchOutcome::Abandoned => {
+                worker
+                    .metrics
+                    .batches_abandoned
+                    .with_label_values(&["channel_gone"])
+                    .inc();
+                return Ok(Ownership::Lost);
+            }
+            BatchOutcome::Fenced => {
+                worker
+                    .metrics
+                    .batches_abandoned
+                    .with_label_values(&["fenced"])
+                    .inc();
+                return Ok(Ownership::Lost);
+            }
         }
     }
 }

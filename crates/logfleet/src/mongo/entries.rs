@@ -16,12 +16,26 @@ const DELETE_WINDOW: i64 = 10_000;
 const FRONTIER_BATCH: i64 = 10_000;
 
 /// Result of writing a batch of LogEntries.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct InsertOutcome {
     /// Entries written now.
     pub inserted: usize,
-    /// Entries refused by the unique [episodeId, sequenceNumber] index: written by an earlier try.
+    /// Entries refused as duplicates (their `_id` or their [episodeId, sequenceNumber]): written
+    /// by an earlier try.
     pub duplicates: usize,
+    /// Entries the server refused for good (not a duplicate, not an outage).
+    pub refused: Vec<Refused>,
+}
+
+/// One entry the server refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its position in the slice given.
+    pub index: usize,
+    /// The server's error code.
+    pub code: i32,
+    /// The server's reason.
+    pub message: String,
 }
 
 /// What a read asks of the hot tier: `lo <= sequenceNumber < hi`, optionally a time range
@@ -56,33 +70,76 @@ fn seq_of(d: &Document) -> Option<i64> {
 }
 
 impl MongoStore {
-    /// Writes entries with one unordered insertMany. Duplicates of (episodeId, sequenceNumber),
-    /// left by an earlier try of the same message, are counted, not failed.
+    /// Writes entries with one unordered insertMany. Duplicates, left by an earlier try of the
+    /// same message, are counted, not failed; entries the server refuses for good are listed
+    /// (the others are written). An outage, or a refusal of the whole call, is an error.
     pub async fn insert_entries(&self, entries: &[LogEntry]) -> Result<InsertOutcome, MongoError> {
         if entries.is_empty() {
             return Ok(InsertOutcome::default());
         }
-        match self.entries.insert_many(entries).ordered(false).await {
+        let r = self
+            .timed(
+                "insert entries",
+                self.entries
+                    .insert_many(entries)
+                    .ordered(false)
+                    .into_future(),
+            )
+            .await;
+        match r {
             Ok(r) => Ok(InsertOutcome {
                 inserted: r.inserted_ids.len(),
-                duplicates: 0,
+                ..Default::default()
             }),
-            Err(e) => {
-                if let ErrorKind::InsertMany(ime) = e.kind.as_ref() {
+            Err(MongoError::Driver(e)) => {
+                if let ErrorKind::InsertMany(ime) = e.kind.as_ref()
+                    && ime.write_concern_error.is_none()
+                    && !super::is_transient_driver_error(&e)
+                {
                     let wes = ime.write_errors.as_deref().unwrap_or_default();
-                    if ime.write_concern_error.is_none()
-                        && !wes.is_empty()
-                        && wes.iter().all(|w| w.code == DUPLICATE_KEY)
-                    {
+                    if !wes.is_empty() {
+                        let duplicates = wes.iter().filter(|w| w.code == DUPLICATE_KEY).count();
+                        let refused: Vec<Refused> = wes
+                            .iter()
+                            .filter(|w| w.code != DUPLICATE_KEY)
+                            .map(|w| Refused {
+                                index: w.index,
+                                code: w.code,
+                                message: w.message.clone(),
+                            })
+                            .collect();
                         return Ok(InsertOutcome {
                             inserted: entries.len() - wes.len(),
-                            duplicates: wes.len(),
+                            duplicates,
+                            refused,
                         });
                     }
                 }
                 Err(e.into())
             }
+            Err(e) => Err(e),
         }
+    }
+
+    /// Deletes one episode's entries with `lo <= sequenceNumber < hi` (an uncounted range a
+    /// batch is renumbering).
+    pub async fn delete_entries_in(
+        &self,
+        ep: &EpisodeId,
+        lo: i64,
+        hi: i64,
+    ) -> Result<u64, MongoError> {
+        Ok(self
+            .timed(
+                "delete entries",
+                self.entries
+                    .delete_many(
+                        doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": lo, "$lt": hi}},
+                    )
+                    .into_future(),
+            )
+            .await?
+            .deleted_count)
     }
 
     /// Entries of one episode with `start <= sequenceNumber < end`, in sequence order (what an

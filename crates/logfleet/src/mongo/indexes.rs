@@ -114,6 +114,16 @@ pub(super) fn log_metadata() -> Vec<IndexSpec> {
     vec![
         IndexSpec::new("episodeId", doc! {"episodeId": 1}, true),
         IndexSpec::new("currentLogs", doc! {"currentLogs": 1}, false),
+        // The archive sweep reads only the episodes flagged for it.
+        IndexSpec::new("sweepDue", doc! {"sweepDue": 1}, false),
+    ]
+}
+
+/// MessageLedger: expired records go by `archivedAt`; an episode's go with it.
+pub(super) fn message_ledger() -> Vec<IndexSpec> {
+    vec![
+        IndexSpec::new("archivedAt", doc! {"archivedAt": 1}, false),
+        IndexSpec::new("episodeId", doc! {"episodeId": 1}, false),
     ]
 }
 

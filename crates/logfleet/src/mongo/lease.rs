@@ -97,6 +97,8 @@ impl MongoStore {
                 }
                 let took_over = holder.filter(|h| m.is_archiving && h != owner);
                 m.is_archiving = true;
+                // A holder that dies leaves this set: the sweep finds the expired lock.
+                m.sweep_due = true;
                 m.archive_lease = Some(ArchiveLease {
                     owner: owner.to_owned(),
                     expires_at: lease_until(lease),
@@ -128,10 +130,34 @@ impl MongoStore {
             }
             m.is_archiving = false;
             m.archive_lease = None;
+            m.sweep_due =
+                m.current_logs >= i64::from(m.archive_threshold) || m.pending_chunk.is_some();
             Ok(Decision::Write(()))
         })
         .await?;
         Ok(())
+    }
+
+    /// Extends `owner`'s lease by `lease` from now. `false` when `owner` no longer holds the
+    /// lock (another worker took it over).
+    pub async fn renew_archive_lease(
+        &self,
+        ep: &EpisodeId,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, MongoError> {
+        let updated = self
+            .update_metadata(ep, None, |m| {
+                if !holds_lease(m, owner) {
+                    return Ok::<_, MongoError>(Decision::Keep(false));
+                }
+                if let Some(l) = m.archive_lease.as_mut() {
+                    l.expires_at = lease_until(lease);
+                }
+                Ok(Decision::Write(true))
+            })
+            .await?;
+        Ok(updated.is_some_and(|u| u.value))
     }
 
     /// Releases the lock whoever holds it (`logctl lock release --force`). A run still going
@@ -148,6 +174,8 @@ impl MongoStore {
                 let before = describe_lease(m, DateTime::now());
                 m.is_archiving = false;
                 m.archive_lease = None;
+                m.sweep_due =
+                    m.current_logs >= i64::from(m.archive_threshold) || m.pending_chunk.is_some();
                 Ok(Decision::Write(Some(before)))
             })
             .await?;

@@ -44,18 +44,6 @@ impl MongoStore {
             .await?)
     }
 
-    /// The episode's LogMetadata without its ingest ledger, which readers never need.
-    pub async fn metadata_summary(
-        &self,
-        ep: &EpisodeId,
-    ) -> Result<Option<LogMetadata>, MongoError> {
-        Ok(self
-            .metadata
-            .find_one(doc! {"episodeId": ep.as_str()})
-            .projection(doc! {"recentMessages": 0})
-            .await?)
-    }
-
     /// The episode's LogMetadata, inserting one with the schema's defaults if it has none yet.
     pub async fn metadata_or_create(
         &self,
@@ -211,7 +199,6 @@ impl MongoStore {
         Ok(self
             .metadata
             .find(filter)
-            .projection(doc! {"recentMessages": 0})
             .sort(doc! {"episodeId": 1})
             .limit(limit as i64)
             .await?
@@ -219,14 +206,15 @@ impl MongoStore {
             .await?)
     }
 
-    /// Episodes with hot logs, most hot logs first, without their ledgers (the archive sweep
-    /// reads this through the `currentLogs` index).
-    pub async fn episodes_with_hot_logs(&self) -> Result<Vec<LogMetadata>, MongoError> {
+    /// The episodes flagged for the archive sweep (`sweepDue`: over their threshold, locked,
+    /// or with work left from a commit), through the `sweepDue` index: the sweep reads what is
+    /// due, not every episode.
+    pub async fn episodes_due(&self) -> Result<Vec<LogMetadata>, MongoError> {
         Ok(self
-            .metadata
-            .find(doc! {"currentLogs": {"$gte": 1_i64}})
-            .sort(doc! {"currentLogs": -1})
-            .projection(doc! {"recentMessages": 0})
+            .timed(
+                "find due episodes",
+                self.metadata.find(doc! {"sweepDue": true}).into_future(),
+            )
             .await?
             .try_collect()
             .await?)

@@ -20,8 +20,10 @@
 
 mod chunks;
 mod entries;
+mod epochs;
 mod indexes;
 pub mod lease;
+mod messages;
 mod metadata;
 
 use std::sync::Arc;
@@ -34,10 +36,11 @@ use mongodb::{Client, Collection, IndexModel};
 use tokio::sync::OnceCell;
 
 use crate::config::MongoSettings;
-use crate::model::{LogChunk, LogEntry, LogMetadata};
+use crate::model::{ArchivedMessage, LogChunk, LogEntry, LogMetadata};
+use crate::retry::TimedOut;
 
 pub use chunks::{ChunkRange, RecordedChunk};
-pub use entries::{HotRange, InsertOutcome};
+pub use entries::{HotRange, InsertOutcome, Refused};
 pub use metadata::{Decision, Updated};
 
 /// MongoDB's duplicate-key error code.
@@ -54,6 +57,9 @@ pub enum MongoError {
     /// A document that must exist is gone (deleted by someone else meanwhile).
     #[error("MongoDB: {0}")]
     Missing(String),
+    /// A call took longer than `mongo.op_timeout_secs` and was abandoned.
+    #[error("MongoDB: {0}")]
+    TimedOut(#[from] TimedOut),
     /// An index of the schema clashes with one that exists: fix the index by hand (drop or
     /// rename it, or remove the duplicate rows), then start again.
     #[error(
@@ -71,6 +77,51 @@ impl MongoError {
     pub fn is_fatal(&self) -> bool {
         matches!(self, MongoError::IndexConflict { .. })
     }
+
+    /// Whether the error is an outage that retrying can outlast (the server or the network is
+    /// down, slow or failing over), as opposed to the server refusing what was sent.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            MongoError::TimedOut(_) | MongoError::Missing(_) => true,
+            MongoError::Decode(_) | MongoError::IndexConflict { .. } => false,
+            MongoError::Driver(e) => is_transient_driver_error(e),
+        }
+    }
+}
+
+/// Server error codes that mean "not now" rather than "not this": failovers, shutdowns,
+/// network trouble, time limits (MongoDB's `error_codes.yml`).
+const TRANSIENT_CODES: [i32; 16] = [
+    6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 63, 150, 134, 112,
+];
+
+/// The driver's error: I/O, server selection, pool and write-concern trouble and the codes
+/// above are transient; the rest (a document refused, a bad command) are not.
+pub fn is_transient_driver_error(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::{RETRYABLE_WRITE_ERROR, TRANSIENT_TRANSACTION_ERROR};
+    if e.contains_label(RETRYABLE_WRITE_ERROR) || e.contains_label(TRANSIENT_TRANSACTION_ERROR) {
+        return true;
+    }
+    match e.kind.as_ref() {
+        ErrorKind::Io(_)
+        | ErrorKind::ServerSelection { .. }
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::DnsResolve { .. }
+        | ErrorKind::Internal { .. } => true,
+        ErrorKind::Write(WriteFailure::WriteConcernError(_)) => true,
+        ErrorKind::Write(WriteFailure::WriteError(we)) => TRANSIENT_CODES.contains(&we.code),
+        ErrorKind::Command(ce) => TRANSIENT_CODES.contains(&ce.code),
+        ErrorKind::InsertMany(ime) => {
+            ime.write_concern_error.is_some()
+                || ime
+                    .write_errors
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|w| TRANSIENT_CODES.contains(&w.code))
+        }
+        _ => false,
+    }
 }
 
 /// The three collections on one client (one connection pool). Cheap to clone.
@@ -84,6 +135,12 @@ pub struct MongoStore {
     metadata: Collection<LogMetadata>,
     /// Per-episode write locks, used only where a filtered update is not atomic.
     write_locks: Collection<Document>,
+    /// Dedup records of archived messages.
+    messages: Collection<ArchivedMessage>,
+    /// Ingest ownership epochs.
+    epochs: Collection<Document>,
+    /// Longest any one call may take.
+    op_timeout: std::time::Duration,
     /// `mongo.atomic_updates`: `auto`, `true` or `false`.
     atomic_setting: String,
     /// Whether filtered updates are atomic here, settled on first use.
@@ -113,6 +170,9 @@ impl MongoStore {
             chunks: db.collection_with_options(&s.log_chunk_collection, with_wc()),
             metadata: db.collection_with_options(&s.log_metadata_collection, with_wc()),
             write_locks: db.collection_with_options(&s.write_lock_collection, with_wc()),
+            messages: db.collection_with_options(&s.message_ledger_collection, with_wc()),
+            epochs: db.collection_with_options(&s.ingest_epoch_collection, with_wc()),
+            op_timeout: s.op_timeout(),
             database: s.database.clone(),
             atomic_setting: s.atomic_updates.clone(),
             atomic: Arc::new(OnceCell::new()),
@@ -134,6 +194,7 @@ impl MongoStore {
             (self.entries.name(), indexes::log_entry()),
             (self.chunks.name(), indexes::log_chunk()),
             (self.metadata.name(), indexes::log_metadata()),
+            (self.messages.name(), indexes::message_ledger()),
         ] {
             let coll = db.collection::<Document>(collection);
             let existing: Vec<IndexModel> = match coll.list_indexes().await {
@@ -169,6 +230,15 @@ impl MongoStore {
         Ok(())
     }
 
+    /// Runs one call with the store's time limit (`mongo.op_timeout_secs`).
+    async fn timed<T>(
+        &self,
+        what: &'static str,
+        call: impl std::future::Future<Output = Result<T, mongodb::error::Error>>,
+    ) -> Result<T, MongoError> {
+        Ok(crate::retry::within(what, self.op_timeout, call).await??)
+    }
+
     /// Round trip to the server; used by readiness checks and reconnection loops.
     pub async fn ping(&self) -> Result<(), MongoError> {
         self.client
@@ -182,6 +252,11 @@ impl MongoStore {
     pub async fn drop_database(&self) -> Result<(), MongoError> {
         self.client.database(&self.database).drop().await?;
         Ok(())
+    }
+
+    /// Longest any one call may take (`mongo.op_timeout_secs`).
+    pub fn op_timeout(&self) -> std::time::Duration {
+        self.op_timeout
     }
 
     /// The database name.

@@ -25,8 +25,14 @@ impl S3ObjectStore {
             loader = loader.endpoint_url(&s.endpoint);
         }
         let shared = loader.load().await;
-        let mut conf =
-            aws_sdk_s3::config::Builder::from(&shared).force_path_style(s.force_path_style);
+        // Every call has a time limit: an upload or a read that hangs fails and is retried.
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .operation_timeout(s.op_timeout())
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build();
+        let mut conf = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(s.force_path_style)
+            .timeout_config(timeouts);
         if shared.credentials_provider().is_none() {
             // Without any credentials in the environment, fall back to anonymous-looking static
             // ones so local servers that ignore auth still work; AWS will refuse them clearly.

@@ -293,6 +293,8 @@ mod tests {
                 metadata: None,
                 sequence_number: s,
                 created_at: DateTime::from_millis(0),
+                message_logs: None,
+                message_digest: None,
             })
             .unwrap();
         }

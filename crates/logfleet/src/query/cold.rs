@@ -37,12 +37,32 @@ impl<S: ObjectStore> QueryService<S> {
             time_end: f.time.end.map(ceil_second),
             descending: order == Order::Desc,
         };
-        let mut chunks = self.store.chunks_for_read(ep, &range).await?;
+        let mut chunks: Vec<LogChunk> = self
+            .store
+            .chunks_for_read(ep, &range)
+            .await?
+            .try_collect()
+            .await?;
+        // A chunk committed a moment ago may have no LogChunk record yet: LogMetadata names it.
+        if let Some(p) = &meta.pending_chunk
+            && p.chunk_number < meta.total_chunks
+            && p.end_sequence >= lo
+            && p.start_sequence < hi
+            && range.time_start.is_none_or(|s| p.end_time >= s)
+            && range.time_end.is_none_or(|e| p.start_time < e)
+            && !chunks.iter().any(|c| c.chunk_number == p.chunk_number)
+        {
+            chunks.push(p.clone());
+            chunks.sort_by_key(|c| c.chunk_number);
+            if order == Order::Desc {
+                chunks.reverse();
+            }
+        }
         let target = out.len() + want;
         // Without a time filter the chunks must cover the range without holes.
         let check_cover = f.time.start.is_none() && f.time.end.is_none();
         let mut expect = if order == Order::Asc { lo } else { hi - 1 };
-        while let Some(c) = chunks.try_next().await? {
+        for c in chunks {
             if check_cover && !(c.start_sequence <= expect && expect <= c.end_sequence) {
                 return Err(QueryError::Inconsistent(format!(
                     "episode {ep}: no committed chunk holds log {expect}"

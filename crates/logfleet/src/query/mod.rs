@@ -177,7 +177,7 @@ impl<S: ObjectStore> QueryService<S> {
     /// The episode's LogMetadata without its ledger (which reads never need).
     pub(super) async fn meta(&self, ep: &EpisodeId) -> Result<LogMetadata, QueryError> {
         self.store
-            .metadata_summary(ep)
+            .metadata_of(ep)
             .await?
             .ok_or_else(|| QueryError::NotFound(format!("episode {ep} not found")))
     }
