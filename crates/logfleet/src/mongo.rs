@@ -117,6 +117,12 @@ impl MongoStore {
             .create_indexes([
                 idx(doc! {"episodeId": 1}, "episodeId", true),
                 idx(doc! {"currentLogs": 1}, "currentLogs", false),
+                // The episode list by latest log (query-api's viewer).
+                idx(
+                    doc! {"lastLogAt": -1, "episodeId": 1},
+                    "lastLogAt_episodeId",
+                    false,
+                ),
             ])
             .await?;
         Ok(())

@@ -9,6 +9,8 @@
 //! - [`QueryService`]: pages ([`QueryService::read_page`]), whole-episode export
 //!   ([`QueryService::export`]), follow mode ([`QueryService::follow`]), statistics, chunks and
 //!   the episode list.
+//! - `episodes` (`query/episodes.rs`): the episode list by id or by latest log, with an id
+//!   prefix ([`QueryService::list_episodes`]).
 //!
 //! **Consistency across tiers.** `LogMetadata.archivedLogs` (A) is the committed prefix
 //! `0..A` of the episode, all in committed chunks (chunk numbers below `totalChunks`; a record
@@ -44,6 +46,9 @@ use crate::domain::{DomainError, EpisodeId, LogLevel};
 use crate::model::{LogChunk, LogEntry, LogMetadata};
 use crate::mongo::{MongoError, MongoStore};
 use crate::s3::{ObjectStore, S3ObjectStore, StoreError};
+
+mod episodes;
+pub use episodes::{EpisodeListQuery, EpisodeSort, parse_episode_prefix};
 
 /// Logs per page of an export.
 pub const EXPORT_PAGE: usize = 5_000;
@@ -525,15 +530,18 @@ pub struct EpisodeSummary {
     pub first_log_at: Option<String>,
     /// Latest log timestamp.
     pub last_log_at: Option<String>,
+    /// Logs per level (only the levels seen).
+    #[serde(default)]
+    pub level_counts: BTreeMap<String, i64>,
 }
 
-/// A page of the episode list, by episode id.
+/// A page of the episode list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EpisodePage {
-    /// Episodes, by id.
+    /// Episodes, in the order asked for (by id unless said otherwise).
     pub episodes: Vec<EpisodeSummary>,
-    /// The episode id the next page starts at; absent at the end.
+    /// Where the next page starts (for the order by id: its first episode id); absent at the end.
     pub next_cursor: Option<String>,
 }
 
@@ -724,6 +732,7 @@ impl<S: ObjectStore> QueryService<S> {
                     total_chunks: m.total_chunks,
                     first_log_at: m.first_log_at.map(rfc3339_ms),
                     last_log_at: m.last_log_at.map(rfc3339_ms),
+                    level_counts: episodes::level_counts(m),
                 })
                 .collect(),
             next_cursor,
