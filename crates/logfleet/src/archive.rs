@@ -572,6 +572,10 @@ async fn supervise(
         settings.amqp.reconnect_max(),
     );
     while let Err(e) = store.ensure_indexes().await {
+        if e.is_fatal() {
+            tracing::error!(error = %e, "cannot start: an index of the schema conflicts with an existing one");
+            return Err(e.into());
+        }
         let wait = backoff.next_delay();
         tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "MongoDB not ready; retrying");
         tokio::select! { _ = cancel.cancelled() => return Ok(()), _ = tokio::time::sleep(wait) => {} }
