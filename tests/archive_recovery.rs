@@ -58,12 +58,7 @@ async fn stopped_after(step: ArchiveStep, name: &str) {
     let episode = EpisodeId::parse(ep).unwrap();
     let records = env.store.chunks_of(&episode).await.unwrap();
     let objects = env.objects.list(&format!("logs/{ep}/")).await.unwrap();
-    let hot = env
-        .store
-        .entries
-        .count_documents(bson::doc! {"episodeId": ep})
-        .await
-        .unwrap();
+    let hot = env.store.count_entries_from(&episode, 0).await.unwrap();
     match step {
         ArchiveStep::AfterUpload => {
             assert_eq!(

@@ -15,7 +15,6 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use bson::doc;
 use futures::StreamExt;
 use logfleet::archive::{ArchiveKind, ArchiveOptions, ChunkArchiver};
 use logfleet::config::Settings;
@@ -793,13 +792,8 @@ async fn auth_and_last_accessed() {
     let episode = EpisodeId::parse(ep).unwrap();
     let long_ago =
         bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 3_600_000);
-    for mut rec in env.store.chunks_of(&episode).await.unwrap() {
-        rec.last_accessed = long_ago;
-        env.store
-            .chunks
-            .replace_one(doc! {"_id": rec.id}, &rec)
-            .await
-            .unwrap();
+    for rec in env.store.chunks_of(&episode).await.unwrap() {
+        env.store.touch_chunk(&rec, long_ago).await.unwrap();
     }
     let svc = QueryService::connect(&env.settings).await.unwrap();
     let q = LogQuery {

@@ -14,8 +14,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use bson::doc;
-use futures::TryStreamExt;
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use logfleet::amqp::{ConfirmedPublisher, Topology};
@@ -277,10 +275,7 @@ impl TestEnv {
                 counted
                     && self
                         .store
-                        .entries
-                        .count_documents(
-                            doc! {"episodeId": ep, "sequenceNumber": {"$gte": m.archived_logs}},
-                        )
+                        .count_entries_from(&m.episode_id, m.archived_logs)
                         .await
                         .is_ok_and(|n| n as i64 == m.current_logs)
             },
@@ -351,16 +346,7 @@ impl TestEnv {
             let bytes = self.objects.get(&c.src).await.unwrap();
             chunk_lines.push((bytes.len(), decode_chunk(&bytes).unwrap()));
         }
-        let hot: Vec<LogEntry> = self
-            .store
-            .entries
-            .find(doc! {"episodeId": ep})
-            .sort(doc! {"sequenceNumber": 1})
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let hot: Vec<LogEntry> = self.store.all_entries(&episode).await.unwrap();
         let prefix = format!("{}/{}/", self.settings.s3.key_prefix, ep);
         let keys = self.objects.list(&prefix).await.unwrap();
         EpisodeSnapshot {
@@ -401,12 +387,7 @@ impl TestEnv {
                 .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
                 .await;
         }
-        let _ = self
-            .store
-            .client
-            .database(&self.settings.mongo.database)
-            .drop()
-            .await;
+        let _ = self.store.drop_database().await;
         let _ = self.conn.close(200, "done".into()).await;
     }
 }

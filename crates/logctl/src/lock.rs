@@ -2,18 +2,18 @@
 //!
 //! The archive lock is `LogMetadata.isArchiving` plus `archiveLease {owner, expiresAt}`. An
 //! archive-worker takes over an expired lease by itself; `lock release --force` is for a lease
-//! that must not wait for its expiry. Like every LogMetadata writer it replaces the whole
-//! document by compare-and-set on `version` (bumping it), retrying when a worker wrote in
-//! between. A worker still running under the released lease is fenced: its next commit checks
-//! that it owns the lock, finds it does not, and stops without committing.
+//! that must not wait for its expiry. Both go through `logfleet::mongo::lease`, the archive-worker's
+//! own lock code (a compare-and-set on `version`). A worker still running under the released
+//! lease is fenced: its next commit checks that it owns the lock, finds it does not, and stops
+//! without committing.
 
 use anyhow::Context;
 use logfleet::amqp::{ConfirmedPublisher, Topology};
 use logfleet::archive::{ArchiveKind, request_archive};
 use logfleet::config::Settings;
 use logfleet::domain::EpisodeId;
-use logfleet::model::LogMetadata;
 use logfleet::mongo::MongoStore;
+use logfleet::mongo::lease::{ForcedRelease, describe_lease};
 
 #[derive(clap::Subcommand)]
 pub enum LockCommand {
@@ -42,34 +42,6 @@ pub enum ArchiveCommand {
     },
 }
 
-fn describe(m: &LogMetadata) -> String {
-    let now = bson::DateTime::now();
-    match &m.archive_lease {
-        None if !m.is_archiving => "not locked".into(),
-        None => "isArchiving is set without a lease (stuck)".into(),
-        Some(l) => {
-            let left_ms = l.expires_at.timestamp_millis() - now.timestamp_millis();
-            let state = if left_ms > 0 {
-                format!("live, expires in {:.1} s", left_ms as f64 / 1000.0)
-            } else {
-                format!("EXPIRED {:.1} s ago", -left_ms as f64 / 1000.0)
-            };
-            format!(
-                "{} by {} until {} ({state})",
-                if m.is_archiving {
-                    "locked"
-                } else {
-                    "lease without isArchiving"
-                },
-                l.owner,
-                l.expires_at
-                    .try_to_rfc3339_string()
-                    .unwrap_or_else(|_| l.expires_at.to_string()),
-            )
-        }
-    }
-}
-
 pub async fn lock(settings: Settings, command: LockCommand) -> anyhow::Result<()> {
     let store = MongoStore::connect(&settings.mongo).await?;
     match command {
@@ -80,7 +52,10 @@ pub async fn lock(settings: Settings, command: LockCommand) -> anyhow::Result<()
                 .await?
                 .with_context(|| format!("no LogMetadata for {ep}"))?;
             println!("episode:      {ep}");
-            println!("lock:         {}", describe(&m));
+            println!(
+                "lock:         {}",
+                describe_lease(&m, bson::DateTime::now())
+            );
             println!("isArchiving:  {}", m.is_archiving);
             match &m.archive_lease {
                 Some(l) => {
@@ -106,31 +81,19 @@ pub async fn lock(settings: Settings, command: LockCommand) -> anyhow::Result<()
         LockCommand::Release { episode, force } => {
             anyhow::ensure!(force, "--force is required");
             let ep = EpisodeId::parse(&episode)?;
-            loop {
-                let m = store
-                    .metadata_of(&ep)
-                    .await?
-                    .with_context(|| format!("no LogMetadata for {ep}"))?;
-                if !m.is_archiving && m.archive_lease.is_none() {
-                    println!("{ep}: not locked (version {}); nothing to do", m.version);
-                    return Ok(());
+            match store.force_release_archive_lease(&ep).await? {
+                ForcedRelease::Unknown => anyhow::bail!("no LogMetadata for {ep}"),
+                ForcedRelease::NotLocked { version } => {
+                    println!("{ep}: not locked (version {version}); nothing to do");
                 }
-                let before = describe(&m);
-                let mut next = m.clone();
-                next.is_archiving = false;
-                next.archive_lease = None;
-                next.version += 1;
-                next.updated_at = bson::DateTime::now();
-                if store.replace_metadata(m.version, &next).await? {
+                ForcedRelease::Released { before, version } => {
                     tracing::warn!(episode = %ep, previous = %before, "archive lock released by force");
                     println!(
-                        "{ep}: released the archive lock ({before}); isArchiving false, archiveLease removed, version {} -> {}",
-                        m.version, next.version
+                        "{ep}: released the archive lock ({before}); isArchiving false, archiveLease removed, now version {version}"
                     );
-                    return Ok(());
                 }
-                // A worker wrote in between: read again and retry.
             }
+            Ok(())
         }
     }
 }

@@ -20,17 +20,24 @@ async fn a_stuck_lock_is_shown_released_by_force_then_the_episode_flushes() {
     env.wait_for_episode(ep, 30, 0).await;
 
     // A crashed worker's lock with an hour left on its lease.
-    let m = env.metadata(ep).await.unwrap();
-    let mut stuck = m.clone();
-    stuck.is_archiving = true;
-    stuck.archive_lease = Some(ArchiveLease {
-        owner: "crashed-worker".into(),
-        expires_at: bson::DateTime::from_millis(
-            bson::DateTime::now().timestamp_millis() + 3_600_000,
-        ),
-    });
-    stuck.version += 1;
-    assert!(env.store.replace_metadata(m.version, &stuck).await.unwrap());
+    let episode = logfleet::domain::EpisodeId::parse(ep).unwrap();
+    let stuck = env
+        .store
+        .update_metadata(&episode, None, |m| {
+            m.is_archiving = true;
+            m.archive_lease = Some(ArchiveLease {
+                owner: "crashed-worker".into(),
+                expires_at: bson::DateTime::from_millis(
+                    bson::DateTime::now().timestamp_millis() + 3_600_000,
+                ),
+            });
+            Ok::<_, logfleet::mongo::MongoError>(logfleet::mongo::Decision::Write(()))
+        })
+        .await
+        .unwrap()
+        .expect("episode exists");
+    assert!(stuck.written);
+    let stuck = stuck.metadata;
 
     let (out, stdout, _) = common::run(&env, &["lock", "show", ep], None).await;
     assert!(out.status.success());

@@ -74,7 +74,7 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Figure> {
         last_accessed: now,
     };
     let t = Instant::now();
-    store.chunks.insert_one(&record).await?;
+    store.record_chunk(&record).await?;
     let record_s = secs(t);
     let t = Instant::now();
     let deleted = store.delete_entries_below(&ep, c as i64).await?;

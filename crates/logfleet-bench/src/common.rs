@@ -367,3 +367,55 @@ pub fn thousands(n: u64) -> String {
 pub fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
+
+/// The connection string for `--mongo`: `ferretdb` and `nx` name the servers that
+/// `scripts/services.sh` starts; anything else is taken as a connection string.
+pub fn mongo_uri(arg: &str) -> String {
+    match arg {
+        "ferretdb" => "mongodb://127.0.0.1:27018/?directConnection=true".into(),
+        "nx" => "mongodb://127.0.0.1:27017/?directConnection=true".into(),
+        uri => uri.into(),
+    }
+}
+
+/// A name for the server behind a connection string, for the header.
+pub fn server_name(uri: &str) -> &'static str {
+    if uri.contains(":27018") {
+        "FerretDB 1.24 (SQLite backend)"
+    } else if uri.contains(":27017") && uri.contains("127.0.0.1") {
+        "nx-27017 0.8.1 (or another server on 127.0.0.1:27017)"
+    } else {
+        "as given"
+    }
+}
+
+/// A server's own raw insertMany rate, the yardstick for every throughput figure.
+pub struct RawRate {
+    /// Median logs/s over the runs.
+    pub median: f64,
+    /// insertMany calls measured.
+    pub runs: usize,
+    /// Documents per insertMany.
+    pub docs: usize,
+}
+
+/// Times `runs` unordered insertMany calls of 10,000 LogEntry documents each (the bench's
+/// usual log shape) into a fresh database with the schema's indexes.
+pub async fn raw_insert_rate() -> anyhow::Result<RawRate> {
+    let (runs, n) = (3, 10_000);
+    let env = env("rawrate", |_| {}).await;
+    let msgs = messages(&["raw-ep".to_owned()], n * runs, 1_000);
+    let docs = entries_of(&msgs, &env.settings)?;
+    let mut rates = Vec::new();
+    for part in docs.chunks(n) {
+        let t = Instant::now();
+        env.store.insert_entries(part).await?;
+        rates.push(part.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    env.cleanup().await;
+    Ok(RawRate {
+        median: median(&rates),
+        runs,
+        docs: n,
+    })
+}

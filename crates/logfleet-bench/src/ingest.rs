@@ -25,9 +25,9 @@ async fn raw_insert(env: &TestEnv, docs: &[LogEntry], tag: &str) -> anyhow::Resu
     let store = MongoStore::connect(&s).await?;
     store.ensure_indexes().await?;
     let t0 = Instant::now();
-    store.entries.insert_many(docs).ordered(false).await?;
+    store.insert_entries(docs).await?;
     let elapsed = t0.elapsed();
-    store.client.database(&s.database).drop().await?;
+    store.drop_database().await?;
     Ok(elapsed)
 }
 
@@ -85,7 +85,7 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Figure> {
             let around = (raw_rates[r] + raw_rates[r + 1]) / 2.0;
             ratios.push(pipe_rates[r] / around);
         }
-        let stored = env.store.entries.count_documents(bson::doc! {}).await?;
+        let stored = env.store.count_all_entries().await?;
         anyhow::ensure!(
             stored == docs.len() as u64,
             "{label}: {stored} entries stored, {} expected",

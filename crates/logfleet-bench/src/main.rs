@@ -3,13 +3,16 @@
 //!
 //! ```text
 //! cd /work/main && eval "$(./scripts/services.sh 2>/dev/null)"
-//! cargo run --release -p logfleet-bench -- [--quick] [--only NAME]...
+//! cargo run --release -p logfleet-bench -- [--mongo ferretdb|nx|URI] [--quick] [--only NAME]...
 //! ```
 //!
 //! Figures (NAME): `ingest` (1, ingest efficiency), `chunk` (2, chunk building), `archive`
 //! (3, archive run), `memory` (4, peak RSS of the worker binaries), `scaling` (5, 1/2/4
-//! ingest-workers). Services come from the environment exactly as in the tests (`AMQP_URL`,
-//! `MONGODB_URI`, `S3_ENDPOINT`, `AWS_*`), each figure in fresh names (`logfleet_tests::TestEnv`).
+//! ingest-workers), `query` (6, read path). Services come from the environment exactly as in
+//! the tests (`AMQP_URL`, `MONGODB_URI`, `S3_ENDPOINT`, `AWS_*`), each figure in fresh names
+//! (`logfleet_tests::TestEnv`); `--mongo` picks the MongoDB-protocol server. Every run first
+//! measures that server's own raw insertMany rate, so figures from different servers can be
+//! read side by side.
 //! `memory` and `scaling` run `target/release/{ingest,archive}-worker`, built first with
 //! `cargo build --release -p ingest-worker -p archive-worker` unless `--no-build`.
 //!
@@ -22,6 +25,7 @@ mod common;
 mod ingest;
 mod machine;
 mod memory;
+mod query;
 mod report;
 mod scaling;
 
@@ -36,12 +40,16 @@ struct Args {
     /// Smaller loads (finishes in about 2 minutes); the full mode uses the issue's sizes.
     #[arg(long)]
     quick: bool,
-    /// Run only these figures: ingest, chunk, archive, memory, scaling (repeatable).
+    /// Run only these figures: ingest, chunk, archive, memory, scaling, query (repeatable).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Do not build the worker binaries before the memory and scaling figures.
     #[arg(long)]
     no_build: bool,
+    /// The MongoDB-protocol server: `ferretdb` (127.0.0.1:27018), `nx` (127.0.0.1:27017) or a
+    /// connection string; default: the environment's `MONGODB_URI`.
+    #[arg(long)]
+    mongo: Option<String>,
 }
 
 /// The loads of one mode.
@@ -93,11 +101,19 @@ impl Sizes {
     }
 }
 
-const FIGURES: [&str; 5] = ["ingest", "chunk", "archive", "memory", "scaling"];
+const FIGURES: [&str; 6] = ["ingest", "chunk", "archive", "memory", "scaling", "query"];
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(m) = &args.mongo {
+        let uri = common::mongo_uri(m);
+        // SAFETY: no other thread exists yet: the runtime starts below.
+        unsafe { std::env::set_var("MONGODB_URI", &uri) };
+    }
+    tokio::runtime::Runtime::new()?.block_on(bench(args))
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
     // Before any TestEnv installs its own: warnings only, and not lapin's noise about channels
     // closed during clean-up. `RUST_LOG` still wins.
     logfleet::telemetry::init(&logfleet::config::TelemetrySettings {
@@ -132,6 +148,16 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  services: the environment's AMQP_URL, MONGODB_URI, S3_ENDPOINT (each figure in fresh queues, database and bucket)"
     );
+    let uri = std::env::var("MONGODB_URI").unwrap_or_else(|_| "(default settings)".into());
+    println!(
+        "  MongoDB-protocol server: {} ({uri})",
+        common::server_name(&uri)
+    );
+    let raw = common::raw_insert_rate().await?;
+    println!(
+        "  its raw insertMany rate: {:.0} logs/s (median of {} insertMany of {} LogEntry documents, unordered, schema indexes, w majority + journal)",
+        raw.median, raw.runs, raw.docs
+    );
     println!("  worker logs: {}", log_dir.display());
     let started = Instant::now();
     common::progress("started");
@@ -145,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
             "archive" => archive::run(&sizes).await,
             "memory" => memory::run(&sizes, &log_dir).await,
             "scaling" => scaling::run(&sizes, &log_dir).await,
+            "query" => query::run(&sizes).await,
             _ => unreachable!("checked above"),
         };
         match fig {

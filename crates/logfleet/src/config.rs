@@ -75,6 +75,13 @@ pub struct MongoSettings {
     pub write_concern: String,
     /// Whether writes wait for the on-disk journal.
     pub journal: bool,
+    /// Whether the server applies a filtered update (`findOneAndReplace` on `version`)
+    /// atomically: `auto` (yes, unless `buildInfo` names FerretDB, whose 1.x releases read and
+    /// write such an update in two steps), `true` or `false`. Where it does not, every
+    /// LogMetadata write also holds a per-episode write lock (see `docs/mongodb-servers.md`).
+    pub atomic_updates: String,
+    /// Collection of the per-episode write locks taken when `atomic_updates` is off.
+    pub write_lock_collection: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -296,6 +303,12 @@ impl Settings {
             && self.mongo.write_concern.parse::<u32>().is_err()
         {
             return bad("mongo.write_concern must be \"majority\" or a number");
+        }
+        if !matches!(
+            self.mongo.atomic_updates.as_str(),
+            "auto" | "true" | "false"
+        ) {
+            return bad("mongo.atomic_updates must be auto, true or false");
         }
         if self.query.max_page_size == 0
             || self.query.default_page_size == 0

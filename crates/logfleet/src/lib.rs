@@ -30,59 +30,9 @@ pub mod metrics;
 pub mod model;
 pub mod mongo;
 pub mod query;
+pub mod retry;
 pub mod s3;
 pub mod telemetry;
+pub mod worker;
 
-/// Runs a worker's `main` future until it ends by itself, or until `shutdown` resolves; then
-/// cancels `cancel` (the worker stops taking work) and gives `main` at most `drain` to finish
-/// what it holds. Whatever is unfinished after the deadline is dropped: unacked messages return
-/// to their queues, held locks expire with their leases.
-pub(crate) async fn run_until_drained<E>(
-    main: impl std::future::Future<Output = Result<(), E>>,
-    shutdown: impl std::future::Future<Output = ()>,
-    cancel: &tokio_util::sync::CancellationToken,
-    drain: std::time::Duration,
-    worker: &'static str,
-) -> Result<(), E> {
-    tokio::pin!(main);
-    tokio::select! {
-        r = &mut main => return r,
-        _ = shutdown => {
-            tracing::info!(worker, drain_deadline_secs = drain.as_secs(), "shutdown requested: stopped taking work, draining");
-            cancel.cancel();
-        }
-    }
-    match tokio::time::timeout(drain, main).await {
-        Ok(r) => r,
-        Err(_) => {
-            tracing::warn!(
-                worker,
-                "drain deadline passed; unfinished work is left to the next worker"
-            );
-            Ok(())
-        }
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C: the shutdown future the worker binaries pass to `run`.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
+pub use worker::shutdown_signal;

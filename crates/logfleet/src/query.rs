@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bson::oid::ObjectId;
-use bson::{DateTime, Document, doc};
+use bson::{DateTime, doc};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -44,7 +44,7 @@ use crate::chunk_cache::{ChunkCache, ChunkObject, DecodedMember};
 use crate::config::{QuerySettings, Settings};
 use crate::domain::{DomainError, EpisodeId, LogLevel};
 use crate::model::{LogChunk, LogEntry, LogMetadata};
-use crate::mongo::{MongoError, MongoStore};
+use crate::mongo::{ChunkRange, HotRange, MongoError, MongoStore};
 use crate::s3::{ObjectStore, S3ObjectStore, StoreError};
 
 mod episodes;
@@ -52,8 +52,6 @@ pub use episodes::{EpisodeListQuery, EpisodeSort, parse_episode_prefix};
 
 /// Logs per page of an export.
 pub const EXPORT_PAGE: usize = 5_000;
-/// Hot entries looked at per query when finding the written frontier in follow mode.
-const FRONTIER_BATCH: i64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -651,9 +649,7 @@ impl<S: ObjectStore> QueryService<S> {
     /// The episode's LogMetadata without its ledger (which reads never need).
     async fn meta(&self, ep: &EpisodeId) -> Result<LogMetadata, QueryError> {
         self.store
-            .metadata
-            .find_one(doc! {"episodeId": ep.as_str()})
-            .projection(doc! {"recentMessages": 0})
+            .metadata_summary(ep)
             .await?
             .ok_or_else(|| QueryError::NotFound(format!("episode {ep} not found")))
     }
@@ -671,17 +667,9 @@ impl<S: ObjectStore> QueryService<S> {
     ) -> Result<ChunkPage, QueryError> {
         let meta = self.meta(ep).await?;
         let from = cursor.unwrap_or(0).max(0);
-        let chunks: Vec<LogChunk> = self
+        let chunks = self
             .store
-            .chunks
-            .find(doc! {
-                "episodeId": ep.as_str(),
-                "chunkNumber": {"$gte": from, "$lt": meta.total_chunks},
-            })
-            .sort(doc! {"chunkNumber": 1})
-            .limit(limit as i64)
-            .await?
-            .try_collect()
+            .committed_chunks(ep, from, meta.total_chunks, limit)
             .await?;
         let next_cursor = match chunks.last() {
             Some(c) if chunks.len() == limit && c.chunk_number + 1 < meta.total_chunks => {
@@ -702,20 +690,7 @@ impl<S: ObjectStore> QueryService<S> {
         cursor: Option<&EpisodeId>,
         limit: usize,
     ) -> Result<EpisodePage, QueryError> {
-        let filter = match cursor {
-            Some(c) => doc! {"episodeId": {"$gte": c.as_str()}},
-            None => doc! {},
-        };
-        let mut metas: Vec<LogMetadata> = self
-            .store
-            .metadata
-            .find(filter)
-            .projection(doc! {"recentMessages": 0})
-            .sort(doc! {"episodeId": 1})
-            .limit(limit as i64 + 1)
-            .await?
-            .try_collect()
-            .await?;
+        let mut metas = self.store.episodes_page(cursor, limit + 1).await?;
         let next_cursor = if metas.len() > limit {
             metas.pop().map(|m| m.episode_id.to_string())
         } else {
@@ -844,39 +819,21 @@ impl<S: ObjectStore> QueryService<S> {
         if let Some(hook) = &self.before_hot_read {
             hook().await;
         }
-        let mut filter = doc! {
-            "episodeId": ep.as_str(),
-            "sequenceNumber": {"$gte": lo, "$lt": hi},
-        };
         // The time range goes to the server widened to whole seconds (exact bounds are checked
         // here): a server comparing datetimes at second precision, as the test stand-in does,
         // then still returns every match, and MongoDB returns at most a second more.
-        let mut time = Document::new();
-        if let Some(s) = f.time.start {
-            time.insert("$gte", floor_second(s));
-        }
-        if let Some(e) = f.time.end {
-            time.insert("$lt", ceil_second(e));
-        }
-        if !time.is_empty() {
-            filter.insert("timestamp", time);
-        }
-        if !f.levels.is_empty() {
-            let levels: Vec<&str> = f.levels.iter().map(|l| l.as_str()).collect();
-            filter.insert("level", doc! {"$in": levels});
-        }
-        let dir = if order == Order::Asc { 1 } else { -1 };
-        let mut find = self
-            .store
-            .entries
-            .find(filter)
-            .sort(doc! {"sequenceNumber": dir})
-            .batch_size(want.clamp(16, 5_000) as u32);
         let exact_on_server = f.contains.is_none() && f.time == TimeRange::default();
-        if exact_on_server {
-            find = find.limit(want as i64);
-        }
-        let mut cursor = find.await?;
+        let range = HotRange {
+            lo,
+            hi,
+            time_start: f.time.start.map(floor_second),
+            time_end: f.time.end.map(ceil_second),
+            levels: f.levels.clone(),
+            descending: order == Order::Desc,
+            limit: exact_on_server.then_some(want as i64),
+            batch_size: want.clamp(16, 5_000) as u32,
+        };
+        let mut cursor = self.store.hot_entries(ep, &range).await?;
         let mut out = Vec::with_capacity(want.min(10_000));
         while let Some(e) = cursor.try_next().await? {
             let r = LogRecord::from(e);
@@ -905,27 +862,16 @@ impl<S: ObjectStore> QueryService<S> {
         out: &mut Vec<LogRecord>,
     ) -> Result<(), QueryError> {
         let ep = &meta.episode_id;
-        let mut filter = doc! {
-            "episodeId": ep.as_str(),
-            "chunkNumber": {"$lt": meta.total_chunks},
-            "endSequence": {"$gte": lo},
-            "startSequence": {"$lt": hi},
-        };
         // Widened to whole seconds like the hot read's time range; lines are checked exactly.
-        if let Some(s) = f.time.start {
-            filter.insert("endTime", doc! {"$gte": floor_second(s)});
-        }
-        if let Some(e) = f.time.end {
-            filter.insert("startTime", doc! {"$lt": ceil_second(e)});
-        }
-        let dir = if order == Order::Asc { 1 } else { -1 };
-        let mut chunks = self
-            .store
-            .chunks
-            .find(filter)
-            .sort(doc! {"chunkNumber": dir})
-            .batch_size(64)
-            .await?;
+        let range = ChunkRange {
+            committed: meta.total_chunks,
+            lo,
+            hi,
+            time_start: f.time.start.map(floor_second),
+            time_end: f.time.end.map(ceil_second),
+            descending: order == Order::Desc,
+        };
+        let mut chunks = self.store.chunks_for_read(ep, &range).await?;
         let target = out.len() + want;
         // Without a time filter the chunks must cover the range without holes.
         let check_cover = f.time.start.is_none() && f.time.end.is_none();
@@ -1074,21 +1020,7 @@ impl<S: ObjectStore> QueryService<S> {
             }
             t.insert(c.id, Instant::now());
         }
-        let record = LogChunk {
-            last_accessed: now,
-            ..c.clone()
-        };
-        // A full replacement: the portable way to write a datetime. Committed records never
-        // change otherwise, so replacing one cannot undo another writer's change.
-        match self
-            .store
-            .chunks
-            .replace_one(
-                doc! {"_id": c.id, "episodeId": c.episode_id.as_str(), "chunkNumber": c.chunk_number},
-                &record,
-            )
-            .await
-        {
+        match self.store.touch_chunk(c, now).await {
             Ok(_) => {
                 tracing::debug!(episode = %c.episode_id, chunk_number = c.chunk_number, "lastAccessed updated")
             }
@@ -1102,33 +1034,10 @@ impl<S: ObjectStore> QueryService<S> {
     /// contiguous below it). Archived logs count as written.
     pub async fn written_frontier(&self, ep: &EpisodeId, from: i64) -> Result<i64, QueryError> {
         let meta = self.meta(ep).await?;
-        let mut expected = from.max(meta.archived_logs);
-        let raw = self.store.entries.clone_with_type::<Document>();
-        loop {
-            let mut cursor = raw
-                .find(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": expected}})
-                .sort(doc! {"sequenceNumber": 1})
-                .projection(doc! {"sequenceNumber": 1, "_id": 0})
-                .limit(FRONTIER_BATCH)
-                .batch_size(FRONTIER_BATCH as u32)
-                .await?;
-            let mut seen = 0;
-            while let Some(d) = cursor.try_next().await? {
-                let seq = match d.get("sequenceNumber") {
-                    Some(bson::Bson::Int64(v)) => *v,
-                    Some(bson::Bson::Int32(v)) => i64::from(*v),
-                    _ => return Ok(expected),
-                };
-                if seq != expected {
-                    return Ok(expected);
-                }
-                expected += 1;
-                seen += 1;
-            }
-            if seen < FRONTIER_BATCH {
-                return Ok(expected);
-            }
-        }
+        Ok(self
+            .store
+            .written_frontier(ep, from.max(meta.archived_logs))
+            .await?)
     }
 
     /// Streams every log matching the query (from its cursor on, in its order) as JSON Lines,

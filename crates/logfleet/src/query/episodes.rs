@@ -15,12 +15,13 @@
 
 use std::collections::BTreeMap;
 
-use bson::{DateTime, Document, doc};
+use bson::DateTime;
 use futures::TryStreamExt;
 
 use super::{EpisodePage, EpisodeSummary, QueryError, QueryService, bad, rfc3339_ms};
 use crate::domain::{EpisodeId, LogLevel};
 use crate::model::LogMetadata;
+use crate::mongo::IdRange;
 use crate::s3::ObjectStore;
 
 /// Order of the episode list.
@@ -146,6 +147,18 @@ fn last_log_key(m: &LogMetadata) -> (std::cmp::Reverse<i64>, String) {
     )
 }
 
+/// The ids `range` (a prefix's) holds from `from` (included) on.
+fn id_range(range: Option<&(String, String)>, from: Option<&str>) -> IdRange {
+    let lo = match (range.map(|r| r.0.as_str()), from) {
+        (Some(p), Some(c)) => Some(p.max(c)),
+        (p, c) => p.or(c),
+    };
+    IdRange {
+        from: lo.map(str::to_owned),
+        to: range.map(|r| r.1.clone()),
+    }
+}
+
 impl<S: ObjectStore> QueryService<S> {
     /// A page of the episode list (see the module documentation for the orders and cursors).
     pub async fn list_episodes(&self, q: &EpisodeListQuery) -> Result<EpisodePage, QueryError> {
@@ -155,34 +168,11 @@ impl<S: ObjectStore> QueryService<S> {
         let range = q.prefix.as_deref().map(prefix_range);
         match q.sort {
             EpisodeSort::Id => {
-                let cursor = q
-                    .cursor
-                    .as_deref()
-                    .map(|c| {
-                        EpisodeId::parse(c).map_err(|e| bad(format!("cursor: {e}")))?;
-                        Ok::<_, QueryError>(c.to_owned())
-                    })
-                    .transpose()?;
-                let mut id = Document::new();
-                let from = match (&range, cursor) {
-                    (Some((lo, _)), Some(c)) => Some(c.max(lo.clone())),
-                    (Some((lo, _)), None) => Some(lo.clone()),
-                    (None, c) => c,
-                };
-                if let Some(from) = from {
-                    id.insert("$gte", from);
+                if let Some(c) = q.cursor.as_deref() {
+                    EpisodeId::parse(c).map_err(|e| bad(format!("cursor: {e}")))?;
                 }
-                if let Some((_, hi)) = &range {
-                    id.insert("$lt", hi.clone());
-                }
-                let filter = if id.is_empty() {
-                    doc! {}
-                } else {
-                    doc! {"episodeId": id}
-                };
-                let mut metas = self
-                    .find_metas(filter, doc! {"episodeId": 1}, q.limit)
-                    .await?;
+                let ids = id_range(range.as_ref(), q.cursor.as_deref());
+                let mut metas = self.store().episodes_in(&ids, q.limit + 1).await?;
                 let next_cursor = (metas.len() > q.limit)
                     .then(|| metas.pop().map(|m| m.episode_id.to_string()))
                     .flatten();
@@ -198,69 +188,28 @@ impl<S: ObjectStore> QueryService<S> {
         }
     }
 
-    /// Up to `limit + 1` LogMetadata documents (without the ledger) matching `filter`.
-    async fn find_metas(
-        &self,
-        filter: Document,
-        sort: Document,
-        limit: usize,
-    ) -> Result<Vec<LogMetadata>, QueryError> {
-        Ok(self
-            .store()
-            .metadata
-            .find(filter)
-            .projection(doc! {"recentMessages": 0})
-            .sort(sort)
-            .limit(limit as i64 + 1)
-            .await?
-            .try_collect()
-            .await?)
-    }
-
     async fn by_last_log(
         &self,
         range: Option<(String, String)>,
         cursor: Option<LastLogCursor>,
         limit: usize,
     ) -> Result<EpisodePage, QueryError> {
-        let id_range = |from: Option<&str>| {
-            let mut id = Document::new();
-            let lo = match (range.as_ref().map(|r| r.0.as_str()), from) {
-                (Some(p), Some(c)) => Some(p.max(c)),
-                (p, c) => p.or(c),
-            };
-            if let Some(lo) = lo {
-                id.insert("$gte", lo);
-            }
-            if let Some((_, hi)) = &range {
-                id.insert("$lt", hi.as_str());
-            }
-            id
-        };
         let mut found: Vec<LogMetadata> = Vec::new();
-        // Dated episodes, unless the cursor is already past them.
-        if let Some(start) = match &cursor {
+        // Episodes with logs, unless the cursor is already past them.
+        let start = match &cursor {
             None => Some(None),
             Some(LastLogCursor::Dated(ms, id)) => Some(Some((*ms, id.clone()))),
             Some(LastLogCursor::Undated(_)) => None,
-        } {
-            let mut filter = doc! {};
-            let id = id_range(None);
-            if !id.is_empty() {
-                filter.insert("episodeId", id);
-            }
-            if let Some((ms, _)) = &start {
-                // Widened to the cursor's whole second; the exact bound is checked below.
-                let end = DateTime::from_millis(ms.div_euclid(1000) * 1000 + 1000);
-                filter.insert("lastLogAt", doc! {"$lt": end});
-            }
+        };
+        if let Some(start) = start {
+            // Widened to the end of the cursor's second; the exact bound is checked below.
+            let before = start
+                .as_ref()
+                .map(|(ms, _)| DateTime::from_millis(ms.div_euclid(1000) * 1000 + 1000));
+            let batch = (limit as u32).clamp(16, 1_000) + 1;
             let mut rows = self
                 .store()
-                .metadata
-                .find(filter)
-                .projection(doc! {"recentMessages": 0})
-                .sort(doc! {"lastLogAt": -1, "episodeId": 1})
-                .batch_size((limit as u32).clamp(16, 1_000) + 1)
+                .episodes_by_last_log(&id_range(range.as_ref(), None), before, batch)
                 .await?;
             // The server's order may be exact to the second only: read on until the second of
             // the (limit + 1)-th episode (in the exact order) has been read in full.
@@ -280,10 +229,9 @@ impl<S: ObjectStore> QueryService<S> {
                 if found.len() > limit {
                     found.sort_by_key(last_log_key);
                     found.truncate(limit + 1);
-                    let b = found[limit]
+                    boundary = found[limit]
                         .last_log_at
                         .map(|t| t.timestamp_millis().div_euclid(1000));
-                    boundary = b;
                 }
             }
             found.sort_by_key(last_log_key);
@@ -295,14 +243,11 @@ impl<S: ObjectStore> QueryService<S> {
                 Some(LastLogCursor::Undated(id)) => Some(id.as_str()),
                 _ => None,
             };
-            let mut filter = doc! {"lastLogAt": null};
-            let id = id_range(from);
-            if !id.is_empty() {
-                filter.insert("episodeId", id);
-            }
-            let want = limit - found.len();
-            let mut undated = self.find_metas(filter, doc! {"episodeId": 1}, want).await?;
-            undated.retain(|m| m.last_log_at.is_none());
+            let want = limit - found.len() + 1;
+            let undated = self
+                .store()
+                .episodes_without_logs(&id_range(range.as_ref(), from), want)
+                .await?;
             found.extend(undated);
         }
         let next_cursor = (found.len() > limit)

@@ -1,7 +1,4 @@
-//! query-bench: measures the read path against the real services and prints its figures.
-//!
-//! `cargo run --release -p query-api --bin query-bench` (services from `AMQP_URL`,
-//! `MONGODB_URI`, `S3_ENDPOINT`, as the tests; `scripts/services.sh` exports them).
+//! Figure 6: the read path against the real services (`--only query`).
 //!
 //! It places one episode with the real workers (51,000 logs, `chunkSize` 50,000: one chunk in S3
 //! and 1,000 hot logs) in a fresh database and bucket, then, in one run:
@@ -16,12 +13,14 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use logfleet::amqp::{ConfirmedPublisher, Topology};
-use logfleet::config::Settings;
 use logfleet::domain::EpisodeId;
 use logfleet::query::{LogFilter, LogQuery, Order, QueryService};
 use logfleet::s3::ObjectStore;
 use serde_json::json;
+
+use crate::Sizes;
+use crate::common::{self, progress};
+use crate::report::{Figure, Goal};
 
 const TOTAL: usize = 51_000;
 const CHUNK: i32 = 50_000;
@@ -41,47 +40,33 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
-    let mut s = Settings::load()?;
-    logfleet::telemetry::init(&logfleet::config::TelemetrySettings {
-        format: "human".into(),
-        filter: "warn".into(),
-    });
-    if let Ok(v) = std::env::var("AMQP_URL") {
-        s.amqp.url = v;
-    }
-    if let Ok(v) = std::env::var("MONGODB_URI") {
-        s.mongo.uri = v;
-    }
-    if let Ok(v) = std::env::var("S3_ENDPOINT") {
-        s.s3.endpoint = v;
-    }
-    let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
-    s.amqp.prefix = format!("bench.{id}");
-    s.amqp.partitions = 2;
-    s.mongo.database = format!("bench_{id}");
-    s.s3.bucket = format!("bench-{id}");
-    s.ingest.archive_threshold = CHUNK;
-    s.ingest.chunk_size = CHUNK;
-    s.archive.sweep_interval_secs = 1;
-    s.validate()?;
-
+/// Places one episode with the real workers, then measures the read path's pages.
+pub async fn run(_sizes: &Sizes) -> anyhow::Result<Figure> {
+    let mut fig = Figure::new("6. Read path (query API library): cold, warm and hot pages");
+    let env = common::env("query", |s| {
+        s.amqp.partitions = 2;
+        s.ingest.archive_threshold = CHUNK;
+        s.ingest.chunk_size = CHUNK;
+        s.archive.sweep_interval_secs = 1;
+    })
+    .await;
+    let s = env.settings.clone();
+    let id = &s.mongo.database;
     // Place the data with the real workers.
-    let conn = logfleet::amqp::connect(&s.amqp, "query-bench").await?;
-    let topology = Topology::new(&s.amqp);
-    topology.declare(&conn).await?;
+    let topology = &env.topology;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
     let ingest = tokio::spawn(logfleet::ingest::run(s.clone(), stopped(stop_rx.clone())));
     let archive = tokio::spawn(logfleet::archive::run(s.clone(), stopped(stop_rx.clone())));
-    let publisher = ConfirmedPublisher::open(&conn).await?;
-    let ep = EpisodeId::parse(&format!("bench-{id}"))?;
+    let publisher = &env.publisher;
+    let ep = EpisodeId::parse(&format!("bench-{}", &id[id.len() - 10..]))?;
     let levels = ["info", "debug", "warn", "info", "error"];
     let base = 1_764_700_000_000i64;
-    println!("query-bench: placing {TOTAL} logs with the real workers (chunkSize {CHUNK}) ...");
+    progress(format!(
+        "query: placing {TOTAL} logs with the real workers (chunkSize {CHUNK})"
+    ));
     let t = Instant::now();
     for b in 0..TOTAL / 1000 {
         let logs: Vec<_> = (b * 1000..(b + 1) * 1000)
@@ -104,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
     }
-    let store = logfleet::mongo::MongoStore::connect(&s.mongo).await?;
+    let store = &env.store;
     loop {
         if let Some(m) = store.metadata_of(&ep).await?
             && m.total_logs == TOTAL as i64
@@ -118,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    println!("  placed in {:.1} s", t.elapsed().as_secs_f64());
+    fig.line(format!("placed {TOTAL} logs with the real workers (chunkSize {CHUNK}: one chunk and 1,000 hot logs) in {:.1} s", t.elapsed().as_secs_f64()));
     let _ = stop_tx.send(true);
     let _ = ingest.await;
     let _ = archive.await;
@@ -241,45 +226,50 @@ async fn main() -> anyhow::Result<()> {
         median(cold.clone()),
         median(warm.clone()),
     );
-    println!(
+    fig.line(format!(
         "chunk 0: {} logs, {} bytes compressed, {} bytes of JSON Lines",
         chunk.log_count, chunk.size_bytes, text_len
-    );
-    println!(
+    ));
+    fig.line(format!(
         "floor  GetObject + gunzip of the chunk          median {:7.2} ms  (n={runs})",
         ms(f)
-    );
-    println!(
+    ));
+    fig.line(format!(
         "  of which: GetObject                         median {:7.2} ms  (min {:.2} ms, max {:.2} ms)",
         ms(median(floor_get.clone())),
         ms(pct(floor_get.clone(), 0.0)),
         ms(pct(floor_get, 1.0))
-    );
-    println!(
+    ));
+    fig.line(format!(
         "cold   page of {PAGE} from the chunk, cache empty  median {:7.2} ms  ratio {:.2}x of the floor (goal <= 1.5x); median of paired ratios {:.2}x",
         ms(c),
         c.as_secs_f64() / f.as_secs_f64(),
         ratios[ratios.len() / 2]
-    );
-    println!(
+    ));
+    fig.line(format!(
         "warm   same page, chunk cached                 median {:7.2} ms  p95 {:.2} ms (goal < 5 ms, n=200)",
         ms(w),
         ms(pct(warm, 0.95))
-    );
-    println!(
+    ));
+    fig.line(format!(
         "  of which: LogMetadata + LogChunk lookups     median {:7.2} ms; member index + inflate {members_read} of {members_total} members + parse of {PAGE} lines {:.2} ms",
         ms(median(lookups)),
         ms(median(decode))
-    );
-    println!(
+    ));
+    fig.line(format!(
         "cold   page of {PAGE} level=error contains=loss=  median {:7.2} ms  (scans {} lines)",
         ms(median(filtered)),
         PAGE * 5
-    );
-    println!(
-        "hot    page of {PAGE} from MongoDB (stand-in)     median {:7.2} ms",
+    ));
+    fig.line(format!(
+        "hot    page of {PAGE} from MongoDB (this server)     median {:7.2} ms",
         ms(median(hot))
+    ));
+    fig.verdict(
+        "cold page / floor (GetObject + gunzip)",
+        c.as_secs_f64() / f.as_secs_f64(),
+        Goal::AtMost(1.5),
     );
-    let _ = store.client.database(&s.mongo.database).drop().await;
-    Ok(())
+    env.cleanup().await;
+    Ok(fig)
 }

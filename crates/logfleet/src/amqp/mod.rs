@@ -1,0 +1,105 @@
+//! RabbitMQ adapter: connections, the topology, confirmed publishing and dead-letter headers.
+//!
+//! Layout:
+//! - this file: [`AmqpError`], [`connect`] / [`connect_with_retry`], queue inspection
+//!   ([`queue_depth`], [`look_at_queue`]);
+//! - [`topology`]: every exchange and queue, declared from one prefix;
+//! - [`publisher`]: [`ConfirmedPublisher`], a channel in confirm mode;
+//! - [`dead_letter`]: the dead-letter headers a worker adds, and the replay properties
+//!   `logctl dlq replay` gives a message.
+//!
+//! Topology, all durable, names under `amqp.prefix` (default `logfleet`):
+//!
+//! ```text
+//! producers ──► {prefix}.logs  (x-consistent-hash, routing key = episodeId)
+//!                  ├─► {prefix}.logs.p0 … p{N-1}   classic (or quorum) queues, each with
+//!                  │                                one exclusive consumer, DLX {prefix}.logs.dlx
+//! ingest-worker ───┘ invalid message ─► {prefix}.logs.dlx (fanout) ─► {prefix}.logs.dlq
+//!               threshold event ─► {prefix}.archive (fanout) ─► {prefix}.archive.events
+//!                                    (DLX {prefix}.archive.dlx ─► {prefix}.archive.dlq)
+//! ```
+//!
+//! Who owns which partition queue is ingest's business: `crate::ingest::partition`.
+
+pub mod dead_letter;
+pub mod publisher;
+pub mod topology;
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
+
+use crate::config::AmqpSettings;
+use crate::retry::Backoff;
+
+pub use dead_letter::{
+    FAILED_AT_HEADER, HISTORY_HEADER, MAX_HISTORY, REASON_HEADER, REPLAY_RUN_HEADER,
+    REPLAYS_HEADER, ROUTING_KEY_HEADER, SOURCE_QUEUE_HEADER, dead_letter_properties, header_i64,
+    header_str, replay_properties,
+};
+pub use publisher::ConfirmedPublisher;
+pub use topology::Topology;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    #[error("RabbitMQ: {0}")]
+    Lapin(#[from] lapin::Error),
+    #[error("RabbitMQ refused (nacked) a publish to {0}")]
+    Nacked(String),
+    #[error(
+        "RabbitMQ could not declare exchange {0} of type x-consistent-hash: enable the plugin with `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange`"
+    )]
+    MissingPlugin(String),
+}
+
+/// Whether an error is the broker's ACCESS_REFUSED (403): another consumer owns the queue.
+pub fn is_access_refused(e: &lapin::Error) -> bool {
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(p)
+            if matches!(p.kind(), lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::ACCESSREFUSED))
+    )
+}
+
+/// Opens a connection named `name` (visible in `rabbitmqctl list_connections name`).
+pub async fn connect(s: &AmqpSettings, name: &str) -> Result<Connection, AmqpError> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    Ok(Connection::connect(&s.url, props).await?)
+}
+
+/// Waits until a connection succeeds or `cancel` fires, backing off between attempts.
+pub async fn connect_with_retry(
+    s: &AmqpSettings,
+    name: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Option<Connection> {
+    let backoff = Backoff::new(s.reconnect_initial(), s.reconnect_max());
+    crate::retry::retry(
+        "RabbitMQ connection",
+        backoff,
+        cancel,
+        |_| crate::retry::Verdict::Retry,
+        || connect(s, name),
+    )
+    .await
+    .unwrap_or(None)
+}
+
+/// A passive declare: the queue's message and consumer counts, changing nothing (an error, which
+/// closes the channel, when the queue does not exist).
+pub(crate) async fn look_at_queue(ch: &Channel, queue: &str) -> Result<lapin::Queue, lapin::Error> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+}
+
+/// Messages ready in `queue` (a passive declare: fails if the queue does not exist).
+pub async fn queue_depth(conn: &Connection, queue: &str) -> Result<u32, AmqpError> {
+    let ch = conn.create_channel().await?;
+    let q = look_at_queue(&ch, queue).await?;
+    let _ = ch.close(200, "ok".into()).await;
+    Ok(q.message_count())
+}

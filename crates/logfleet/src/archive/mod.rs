@@ -1,0 +1,215 @@
+//! The archive-worker: MongoDB → S3 chunks, each chunk exactly once.
+//!
+//! Work arrives two ways: threshold events on `{prefix}.archive.events` (published by the
+//! ingest-worker, or a flush command), and a periodic sweep of LogMetadata through its
+//! `currentLogs` index, so a lost event only delays archiving.
+//!
+//! For one episode, [`ChunkArchiver::archive_episode`]:
+//! 1. takes the episode's `isArchiving` lock with a lease (owner, expiry) by compare-and-set,
+//!    taking over a lock whose lease ran out;
+//! 2. deletes entries below `archivedLogs` (finishing a run that died before its delete);
+//! 3. while a full chunk is there (`chunkSize` contiguous logs from `archivedLogs`, and
+//!    `currentLogs >= archiveThreshold`; on a flush also the final partial chunk):
+//!    build it, renew the lease, upload and verify it, write its LogChunk record, commit
+//!    LogMetadata by compare-and-set (the commit point, fenced on owner and `archivedLogs`),
+//!    delete its entries;
+//! 4. releases the lock.
+//!
+//! A crash between any two steps leaves a state the next run completes: the S3 key is
+//! deterministic (a retry overwrites), a LogChunk record above `totalChunks` is not committed yet
+//! and is replaced, and entries below `archivedLogs` are deleted on the next run.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::amqp::{AmqpError, Topology};
+use crate::chunk::ChunkError;
+use crate::config::Settings;
+use crate::domain::EpisodeId;
+use crate::health::{self, HttpListen, Readiness};
+use crate::metrics::ArchiveMetrics;
+use crate::mongo::{MongoError, MongoStore};
+use crate::retry::{Backoff, Verdict};
+use crate::s3::{S3ObjectStore, StoreError};
+
+mod archiver;
+mod requests;
+mod sweep;
+
+use requests::consume_events;
+use sweep::sweep_loop;
+
+pub use archiver::{ArchiveOutcome, ChunkArchiver};
+pub use requests::{ArchiveKind, ArchiveRequest, request_archive};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Mongo(#[from] MongoError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
+    #[error("episode {0}: the archive lock was lost to another worker")]
+    LeaseLost(EpisodeId),
+    #[error("stopped by the fault plan after {0:?}")]
+    Stopped(ArchiveStep),
+    #[error("HTTP endpoints: {0}")]
+    Http(String),
+}
+
+impl From<lapin::Error> for ArchiveError {
+    fn from(e: lapin::Error) -> Self {
+        ArchiveError::Amqp(e.into())
+    }
+}
+
+impl From<mongodb::error::Error> for ArchiveError {
+    fn from(e: mongodb::error::Error) -> Self {
+        ArchiveError::Mongo(e.into())
+    }
+}
+
+/// The boundaries between the steps of archiving one chunk, where a test may stop a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveStep {
+    AfterUpload,
+    AfterLogChunk,
+    AfterMetadata,
+}
+
+/// Options beyond the configuration, for tests and embedding.
+#[derive(Debug, Default)]
+pub struct ArchiveOptions {
+    /// Instance id (lease owner, RabbitMQ connection name).
+    pub instance: Option<String>,
+    /// Stop every run after this step, leaving the lock held (tests of crash recovery).
+    pub stop_after: Option<ArchiveStep>,
+    /// The worker's metrics; shared with the caller so tests can read them.
+    pub metrics: Arc<ArchiveMetrics>,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen; `None` means `archive.http_listen`.
+    pub http: Option<HttpListen>,
+}
+
+/// Runs an archive-worker until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ArchiveError> {
+    run_with(settings, ArchiveOptions::default(), shutdown).await
+}
+
+pub async fn run_with(
+    settings: Settings,
+    mut options: ArchiveOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ArchiveError> {
+    let cancel = CancellationToken::new();
+    let store = MongoStore::connect(&settings.mongo).await?;
+    let readiness = Arc::new(Readiness {
+        mongo: Some(store.clone()),
+        s3: Some(std::sync::OnceLock::new()),
+        ..Default::default()
+    });
+    let _http = health::start(
+        options.http.take(),
+        &settings.archive.http_listen,
+        options.metrics.registry.clone(),
+        readiness.clone(),
+    )
+    .await
+    .map_err(|e| ArchiveError::Http(e.to_string()))?;
+    let drain = Duration::from_secs(
+        settings
+            .ingest
+            .drain_deadline_secs
+            .max(settings.archive.lease_secs),
+    );
+    let main = supervise(settings, options, store, readiness, cancel.clone());
+    crate::worker::run_until_drained(main, shutdown, &cancel, drain, "archive").await
+}
+
+async fn supervise(
+    settings: Settings,
+    options: ArchiveOptions,
+    store: MongoStore,
+    readiness: Arc<Readiness>,
+    cancel: CancellationToken,
+) -> Result<(), ArchiveError> {
+    if !crate::worker::ensure_schema(&store, &settings.amqp, &cancel).await? {
+        return Ok(());
+    }
+    let backoff = Backoff::new(
+        settings.amqp.reconnect_initial(),
+        settings.amqp.reconnect_max(),
+    );
+    let connect_s3 = || async {
+        let o = S3ObjectStore::connect(&settings.s3).await?;
+        if let Some(cell) = &readiness.s3 {
+            let _ = cell.set(o.clone());
+        }
+        Ok::<_, StoreError>(o)
+    };
+    let Some(objects) = crate::retry::retry(
+        "S3 start-up",
+        backoff,
+        &cancel,
+        |_| Verdict::Retry,
+        connect_s3,
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let instance = options.instance.unwrap_or_else(|| {
+        format!(
+            "archive-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )
+    });
+    let mut archiver = ChunkArchiver::new(store, objects, &settings, instance.clone())
+        .stop_after(options.stop_after);
+    archiver.metrics = options.metrics;
+    let archiver = Arc::new(archiver);
+    let mut sweeper = tokio::spawn(sweep_loop(
+        archiver.clone(),
+        settings.archive.clone(),
+        cancel.clone(),
+    ));
+    let topology = Topology::new(&settings.amqp);
+    let events = crate::worker::reconnecting(
+        &settings.amqp,
+        &instance,
+        &readiness,
+        &cancel,
+        |e| matches!(e, ArchiveError::Stopped(_)),
+        |conn| {
+            let (archiver, settings, topology, cancel) = (
+                archiver.clone(),
+                settings.clone(),
+                topology.clone(),
+                cancel.clone(),
+            );
+            async move { consume_events(&archiver, &settings, &topology, &conn, &cancel).await }
+        },
+    );
+    // Whichever of the two ends first (shutdown, or a fault-plan stop) ends the other.
+    tokio::select! {
+        r = events => {
+            cancel.cancel();
+            let _ = sweeper.await;
+            r
+        }
+        r = &mut sweeper => {
+            cancel.cancel();
+            r.unwrap_or(Ok(()))
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The ingest-worker: RabbitMQ partition queues → MongoDB, exactly once, in order.
+//!
+//! Each partition queue has one exclusive consumer, so one worker handles an episode at a time,
+//! batch after batch, in publish order; other workers stand by and take over when it dies (its
+//! unacked messages return to their places in the queue). Each worker owns at most its fair
+//! share, `ceil(partitions / live workers)` (live workers: consumers on the workers queue), and
+//! hands the rest over at a batch boundary by closing their channels, so an added worker gets
+//! partitions and a departed one's are taken over.
+//! For every batch:
+//!
+//! 1. decode each delivery; an invalid one is republished (with confirm) to the dead-letter
+//!    exchange with its reason in `x-logfleet-reason`;
+//! 2. number each episode's messages with the [`SequenceLedger`] and write the new LogMetadata
+//!    by compare-and-set: ranges and statistics change together or not at all;
+//! 3. insert the LogEntries with unordered insertMany; entries an earlier try already wrote are
+//!    refused by the unique [episodeId, sequenceNumber] index and counted as duplicates;
+//! 4. publish a threshold event (with confirm) when an episode's `currentLogs` reached its
+//!    `archiveThreshold`;
+//! 5. ack the batch, only now that everything it caused is durable.
+//!
+//! Any failure in 2-4 is retried with backoff, from step 2: every step is idempotent because a
+//! redelivered message finds its range in the ledger.
+
+mod batch;
+pub mod partition;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::Connection;
+use lapin::options::BasicAckOptions;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::amqp::{AmqpError, ConfirmedPublisher, Topology};
+use crate::config::Settings;
+use crate::domain::EpisodeId;
+use crate::health::{self, HttpListen, Readiness};
+use crate::ledger::SequenceLedger;
+use crate::metrics::IngestMetrics;
+use crate::model::LogMetadata;
+use crate::mongo::{MongoError, MongoStore};
+use batch::{BatchOutcome, handle_batch, next_delivery, scopeguard};
+use partition::{FairShare, consume_exclusive, keep_fair_share};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Mongo(#[from] MongoError),
+    #[error(transparent)]
+    Amqp(#[from] AmqpError),
+    #[error("RabbitMQ consumer of {0} was cancelled by the broker")]
+    ConsumerEnded(String),
+    #[error("stopped by the fault plan at {0:?}")]
+    Crashed(IngestStep),
+    #[error("HTTP endpoints: {0}")]
+    Http(String),
+}
+
+impl From<lapin::Error> for IngestError {
+    fn from(e: lapin::Error) -> Self {
+        IngestError::Amqp(e.into())
+    }
+}
+
+/// A point in the handling of a batch where a test may make the worker die.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestStep {
+    /// The ranges are reserved in LogMetadata; no entry is written yet.
+    AfterReserve,
+    /// The entries are written; the batch is not acked.
+    AfterInsert,
+}
+
+/// Makes the worker die, without acking, the `nth` time (1-based) a batch reaches `step`:
+/// its connection closes and its unacked messages go back to the queue.
+#[derive(Debug, Clone, Copy)]
+pub struct FaultPlan {
+    pub step: IngestStep,
+    pub nth: usize,
+}
+
+/// Options beyond the configuration, for tests and embedding.
+#[derive(Debug, Default)]
+pub struct IngestOptions {
+    /// Name of the worker instance: RabbitMQ connection name and consumer tag prefix.
+    pub instance: Option<String>,
+    pub fault: Option<FaultPlan>,
+    /// The worker's metrics; shared with the caller so tests can read them.
+    pub metrics: Arc<IngestMetrics>,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen; `None` means `ingest.http_listen`.
+    pub http: Option<HttpListen>,
+}
+
+/// Runs an ingest-worker until `shutdown` resolves, then drains in-flight batches.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), IngestError> {
+    run_with(settings, IngestOptions::default(), shutdown).await
+}
+
+pub async fn run_with(
+    settings: Settings,
+    mut options: IngestOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), IngestError> {
+    let cancel = CancellationToken::new();
+    let drain = Duration::from_secs(settings.ingest.drain_deadline_secs);
+    let store = MongoStore::connect(&settings.mongo).await?;
+    let readiness = Arc::new(Readiness {
+        mongo: Some(store.clone()),
+        ..Default::default()
+    });
+    let _http = health::start(
+        options.http.take(),
+        &settings.ingest.http_listen,
+        options.metrics.registry.clone(),
+        readiness.clone(),
+    )
+    .await
+    .map_err(|e| IngestError::Http(e.to_string()))?;
+    let main = supervise(settings, options, store, readiness, cancel.clone());
+    crate::worker::run_until_drained(main, shutdown, &cancel, drain, "ingest").await
+}
+
+/// Shared state of one worker's consumers.
+struct Worker {
+    settings: Settings,
+    store: MongoStore,
+    topology: Topology,
+    ledger: SequenceLedger,
+    instance: String,
+    fault: Option<FaultPlan>,
+    /// How many batches reached the fault plan's step so far.
+    fault_hits: AtomicUsize,
+    metrics: Arc<IngestMetrics>,
+    readiness: Arc<Readiness>,
+}
+
+impl Worker {
+    /// How often a standby looks for a partition, an idle owner for a hand-over, and the
+    /// worker recounts the live workers.
+    fn standby_poll(&self) -> Duration {
+        Duration::from_millis(self.settings.ingest.standby_poll_ms.max(10))
+    }
+}
+
+async fn supervise(
+    settings: Settings,
+    options: IngestOptions,
+    store: MongoStore,
+    readiness: Arc<Readiness>,
+    cancel: CancellationToken,
+) -> Result<(), IngestError> {
+    if !crate::worker::ensure_schema(&store, &settings.amqp, &cancel).await? {
+        return Ok(());
+    }
+    let instance = options
+        .instance
+        .unwrap_or_else(|| format!("ingest-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
+    let worker = Arc::new(Worker {
+        topology: Topology::new(&settings.amqp),
+        ledger: SequenceLedger {
+            window: settings.ingest.ledger_window,
+        },
+        store,
+        instance,
+        fault: options.fault,
+        fault_hits: AtomicUsize::new(0),
+        metrics: options.metrics,
+        readiness,
+        settings,
+    });
+    crate::worker::reconnecting(
+        &worker.settings.amqp,
+        &worker.instance,
+        &worker.readiness,
+        &cancel,
+        |e| matches!(e, IngestError::Crashed(_)),
+        |conn| {
+            let worker = worker.clone();
+            let cancel = cancel.clone();
+            async move { session(&worker, &conn, &cancel).await }
+        },
+    )
+    .await
+}
+
+/// One connection's life: declare the topology, consume every partition queue.
+async fn session(
+    worker: &Arc<Worker>,
+    conn: &Arc<Connection>,
+    cancel: &CancellationToken,
+) -> Result<(), IngestError> {
+    worker.topology.declare(conn).await?;
+    let publisher = ConfirmedPublisher::open(conn).await?;
+    let stop = cancel.child_token();
+    let mut tasks = JoinSet::new();
+    let queues = &worker.topology.partition_queues;
+    let share = Arc::new(FairShare::new(
+        queues.len(),
+        worker.settings.ingest.fair_share,
+    ));
+    if worker.settings.ingest.fair_share {
+        let presence = worker
+            .topology
+            .announce_worker(conn, &format!("{}-presence", worker.instance))
+            .await?;
+        tasks.spawn(keep_fair_share(
+            worker.clone(),
+            presence,
+            share.clone(),
+            stop.clone(),
+        ));
+    }
+    // Try the partitions in a per-worker rotation, so workers that start together spread
+    // the partitions between them instead of racing for the same one first.
+    let offset = rand::random::<u64>() as usize % queues.len();
+    for queue in queues.iter().cycle().skip(offset).take(queues.len()) {
+        let conn = conn.clone();
+        tasks.spawn(consume_partition(
+            worker.clone(),
+            conn,
+            publisher.clone(),
+            queue.clone(),
+            share.clone(),
+            stop.clone(),
+        ));
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let r = joined.unwrap_or_else(|e| {
+            Err(IngestError::ConsumerEnded(format!(
+                "partition task panicked: {e}"
+            )))
+        });
+        if let Err(e) = r {
+            stop.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Why a worker stopped consuming a partition it owned.
+enum Ownership {
+    /// Shutdown (or a batch abandoned by it).
+    Stopped,
+    /// Handed over to keep the fair share: the channel is closed, and its unacked messages
+    /// return to their places for the next owner, as when a worker dies.
+    Released,
+}
+
+async fn consume_partition(
+    worker: Arc<Worker>,
+    conn: Arc<Connection>,
+    publisher: ConfirmedPublisher,
+    queue: String,
+    share: Arc<FairShare>,
+    stop: CancellationToken,
+) -> Result<(), IngestError> {
+    let prefetch = worker.settings.ingest.prefetch;
+    let tag = format!("{}-{}", worker.instance, queue);
+    let poll = worker.standby_poll();
+    loop {
+        let Some((channel, consumer)) =
+            consume_exclusive(&conn, &queue, &tag, prefetch, poll, &*share, &stop).await?
+        else {
+            return Ok(());
+        };
+        let outcome = own_partition(
+            &worker, &publisher, &queue, &channel, consumer, &share, &stop,
+        )
+        .await;
+        match outcome {
+            // `take_release` already counted it out.
+            Ok(Ownership::Released) => {
+                // Closing the channel hands back every unacked delivery at once, before the
+                // broker lets another consumer in.
+                channel.close(200, "fair share".into()).await?;
+                tracing::info!(queue, "partition handed over to keep the fair share");
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(poll) => {}
+                }
+            }
+            Ok(Ownership::Stopped) => {
+                share.released();
+                return Ok(());
+            }
+            Err(e) => {
+                share.released();
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Consumes a partition this worker owns, batch after batch, until shutdown or a hand-over.
+async fn own_partition(
+    worker: &Arc<Worker>,
+    publisher: &ConfirmedPublisher,
+    queue: &str,
+    channel: &lapin::Channel,
+    mut consumer: lapin::Consumer,
+    share: &FairShare,
+    stop: &CancellationToken,
+) -> Result<Ownership, IngestError> {
+    let prefetch = worker.settings.ingest.prefetch;
+    let poll = worker.standby_poll();
+    let metrics = worker.metrics.clone();
+    metrics.partitions_owned.inc();
+    let _owned = scopeguard(move || metrics.partitions_owned.dec());
+    let linger = Duration::from_millis(worker.settings.ingest.batch_linger_ms);
+    // Each partition holds its own episodes, so its LogMetadata cache needs no lock.
+    let mut cache: HashMap<EpisodeId, LogMetadata> = HashMap::new();
+    loop {
+        // A batch boundary: everything delivered so far is acked.
+        if share.take_release() {
+            return Ok(Ownership::Released);
+        }
+        let first = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(Ownership::Stopped),
+            d = consumer.next() => d,
+            // Idle: look at the share again.
+            _ = tokio::time::sleep(poll) => continue,
+        };
+        let mut batch = vec![next_delivery(first, queue)?];
+        let mut bytes = batch[0].data.len();
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < usize::from(prefetch) && bytes < worker.settings.ingest.max_batch_bytes
+        {
+            match tokio::time::timeout_at(deadline, consumer.next()).await {
+                Ok(d) => {
+                    let d = next_delivery(d, queue)?;
+                    bytes += d.data.len();
+                    batch.push(d);
+                }
+                Err(_) => break,
+            }
+        }
+        let held = batch.len() as i64;
+        worker.metrics.messages_consumed.inc_by(held as u64);
+        worker.metrics.prefetch_in_use.add(held);
+        let outcome = handle_batch(worker, publisher, queue, &batch, &mut cache, stop).await;
+        worker.metrics.prefetch_in_use.sub(held);
+        match outcome? {
+            BatchOutcome::Done => {
+                let last = batch.last().map(|d| d.delivery_tag).unwrap_or_default();
+                channel
+                    .basic_ack(last, BasicAckOptions { multiple: true })
+                    .await?;
+                worker.metrics.messages_acked.inc_by(held as u64);
+            }
+            // Shutdown while retrying: leave the batch unacked; it returns to the queue.
+            BatchOutcome::Abandoned => return Ok(Ownership::Stopped),
+        }
+    }
+}

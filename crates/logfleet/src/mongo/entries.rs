@@ -1,0 +1,220 @@
+//! LogEntry: the hot tier.
+
+use bson::{Bson, DateTime, Document, doc};
+use futures::TryStreamExt;
+use mongodb::error::ErrorKind;
+
+use super::{DUPLICATE_KEY, MongoError, MongoStore};
+use crate::domain::{EpisodeId, LogLevel};
+use crate::model::LogEntry;
+
+/// Most entries one delete removes: FerretDB on SQLite deletes the matching `_id`s with one
+/// `IN (...)` list and refuses more than 32,766 of them ("too many SQL variables").
+const DELETE_WINDOW: i64 = 10_000;
+
+/// Hot entries looked at per query when finding the written frontier.
+const FRONTIER_BATCH: i64 = 10_000;
+
+/// Result of writing a batch of LogEntries.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct InsertOutcome {
+    /// Entries written now.
+    pub inserted: usize,
+    /// Entries refused by the unique [episodeId, sequenceNumber] index: written by an earlier try.
+    pub duplicates: usize,
+}
+
+/// What a read asks of the hot tier: `lo <= sequenceNumber < hi`, optionally a time range
+/// (`start <= timestamp < end`) and levels, in sequence order.
+#[derive(Debug, Clone, Default)]
+pub struct HotRange {
+    /// First sequence number included.
+    pub lo: i64,
+    /// First sequence number excluded.
+    pub hi: i64,
+    /// Earliest timestamp included, if any.
+    pub time_start: Option<DateTime>,
+    /// Earliest timestamp excluded, if any.
+    pub time_end: Option<DateTime>,
+    /// Levels wanted; empty means all.
+    pub levels: Vec<LogLevel>,
+    /// Newest first.
+    pub descending: bool,
+    /// Most entries the server returns, when the caller needs no more.
+    pub limit: Option<i64>,
+    /// Entries per server round trip.
+    pub batch_size: u32,
+}
+
+/// A sequence number as stored, whatever integer width the server hands back.
+fn seq_of(d: &Document) -> Option<i64> {
+    match d.get("sequenceNumber") {
+        Some(Bson::Int64(v)) => Some(*v),
+        Some(Bson::Int32(v)) => Some(i64::from(*v)),
+        _ => None,
+    }
+}
+
+impl MongoStore {
+    /// Writes entries with one unordered insertMany. Duplicates of (episodeId, sequenceNumber),
+    /// left by an earlier try of the same message, are counted, not failed.
+    pub async fn insert_entries(&self, entries: &[LogEntry]) -> Result<InsertOutcome, MongoError> {
+        if entries.is_empty() {
+            return Ok(InsertOutcome::default());
+        }
+        match self.entries.insert_many(entries).ordered(false).await {
+            Ok(r) => Ok(InsertOutcome {
+                inserted: r.inserted_ids.len(),
+                duplicates: 0,
+            }),
+            Err(e) => {
+                if let ErrorKind::InsertMany(ime) = e.kind.as_ref() {
+                    let wes = ime.write_errors.as_deref().unwrap_or_default();
+                    if ime.write_concern_error.is_none()
+                        && !wes.is_empty()
+                        && wes.iter().all(|w| w.code == DUPLICATE_KEY)
+                    {
+                        return Ok(InsertOutcome {
+                            inserted: entries.len() - wes.len(),
+                            duplicates: wes.len(),
+                        });
+                    }
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Entries of one episode with `start <= sequenceNumber < end`, in sequence order (what an
+    /// archive run reads into a chunk).
+    pub async fn entries_in_range(
+        &self,
+        ep: &EpisodeId,
+        start: i64,
+        end: i64,
+    ) -> Result<mongodb::Cursor<LogEntry>, MongoError> {
+        Ok(self
+            .entries
+            .find(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": start, "$lt": end}})
+            .sort(doc! {"sequenceNumber": 1})
+            .batch_size(5_000)
+            .await?)
+    }
+
+    /// The hot entries a read asks for (see [`HotRange`]).
+    pub async fn hot_entries(
+        &self,
+        ep: &EpisodeId,
+        r: &HotRange,
+    ) -> Result<mongodb::Cursor<LogEntry>, MongoError> {
+        let mut filter = doc! {
+            "episodeId": ep.as_str(),
+            "sequenceNumber": {"$gte": r.lo, "$lt": r.hi},
+        };
+        let mut time = Document::new();
+        if let Some(s) = r.time_start {
+            time.insert("$gte", s);
+        }
+        if let Some(e) = r.time_end {
+            time.insert("$lt", e);
+        }
+        if !time.is_empty() {
+            filter.insert("timestamp", time);
+        }
+        if !r.levels.is_empty() {
+            let levels: Vec<&str> = r.levels.iter().map(|l| l.as_str()).collect();
+            filter.insert("level", doc! {"$in": levels});
+        }
+        let dir = if r.descending { -1 } else { 1 };
+        let mut find = self
+            .entries
+            .find(filter)
+            .sort(doc! {"sequenceNumber": dir})
+            .batch_size(r.batch_size.max(1));
+        if let Some(limit) = r.limit {
+            find = find.limit(limit);
+        }
+        Ok(find.await?)
+    }
+
+    /// First sequence number at or above `from` with no entry: the entries in `[from, result)`
+    /// are all written, the one at `result` is not (yet).
+    pub async fn written_frontier(&self, ep: &EpisodeId, from: i64) -> Result<i64, MongoError> {
+        let raw = self.entries.clone_with_type::<Document>();
+        let mut expected = from;
+        loop {
+            let mut cursor = raw
+                .find(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": expected}})
+                .sort(doc! {"sequenceNumber": 1})
+                .projection(doc! {"sequenceNumber": 1, "_id": 0})
+                .limit(FRONTIER_BATCH)
+                .batch_size(FRONTIER_BATCH as u32)
+                .await?;
+            let mut seen = 0;
+            while let Some(d) = cursor.try_next().await? {
+                if seq_of(&d) != Some(expected) {
+                    return Ok(expected);
+                }
+                expected += 1;
+                seen += 1;
+            }
+            if seen < FRONTIER_BATCH {
+                return Ok(expected);
+            }
+        }
+    }
+
+    /// Deletes the entries of one episode with `sequenceNumber < below` (archived ones), at most
+    /// [`DELETE_WINDOW`] sequence numbers per delete.
+    pub async fn delete_entries_below(
+        &self,
+        ep: &EpisodeId,
+        below: i64,
+    ) -> Result<u64, MongoError> {
+        let raw = self.entries.clone_with_type::<Document>();
+        let mut deleted = 0;
+        loop {
+            let lowest = raw
+                .find_one(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$lt": below}})
+                .sort(doc! {"sequenceNumber": 1})
+                .projection(doc! {"sequenceNumber": 1, "_id": 0})
+                .await?;
+            let Some(lo) = lowest.as_ref().and_then(seq_of) else {
+                return Ok(deleted);
+            };
+            let hi = below.min(lo.saturating_add(DELETE_WINDOW));
+            deleted += self
+                .entries
+                .delete_many(
+                    doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": lo, "$lt": hi}},
+                )
+                .await?
+                .deleted_count;
+        }
+    }
+
+    /// Every hot entry of one episode, archived or not yet deleted, in sequence order (tests
+    /// and checks that look at storage from the outside).
+    pub async fn all_entries(&self, ep: &EpisodeId) -> Result<Vec<LogEntry>, MongoError> {
+        Ok(self
+            .entries
+            .find(doc! {"episodeId": ep.as_str()})
+            .sort(doc! {"sequenceNumber": 1})
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    /// How many entries of one episode have `sequenceNumber >= from`.
+    pub async fn count_entries_from(&self, ep: &EpisodeId, from: i64) -> Result<u64, MongoError> {
+        Ok(self
+            .entries
+            .count_documents(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": from}})
+            .await?)
+    }
+
+    /// How many entries the collection holds, all episodes together.
+    pub async fn count_all_entries(&self) -> Result<u64, MongoError> {
+        Ok(self.entries.count_documents(doc! {}).await?)
+    }
+}

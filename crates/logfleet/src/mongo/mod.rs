@@ -1,0 +1,242 @@
+//! MongoDB adapter: the three collections behind named operations.
+//!
+//! Layout:
+//! - this file: [`MongoStore`] (one client, private collections), start-up (`ensure_indexes`),
+//!   readiness, and what the server can do;
+//! - [`entries`]: LogEntry: insert a batch, the range an archive run reads, the hot page of a
+//!   read, the written frontier, deletes of archived entries;
+//! - [`chunks`]: LogChunk: record a chunk, committed chunks, the chunks a read opens, touch;
+//! - [`metadata`]: LogMetadata: read, create, [`MongoStore::update_metadata`] (the one
+//!   compare-and-set loop), the episode list and the sweep's query;
+//! - `episode_list`: LogMetadata read for the episode list by id range or latest log (query-api's
+//!   viewer);
+//! - [`lease`]: the archive lock (`isArchiving` + `archiveLease`): acquire, renew, release,
+//!   describe;
+//! - [`indexes`]: the schema's indexes and how they compare with what exists.
+//!
+//! Only operations that MongoDB, DocumentDB, FerretDB and the test stand-in all implement alike
+//! are used: full-document inserts (no upsert with `$setOnInsert`), `insertMany` whose
+//! duplicate-key errors are absorbed by unique indexes, range reads and deletes, and
+//! compare-and-set replacement of a LogMetadata document (`findOneAndReplace` filtered on
+//! `version`). Where a server differs, `docs/mongodb-servers.md` says how this module copes.
+
+mod chunks;
+mod entries;
+mod episode_list;
+mod indexes;
+pub mod lease;
+mod metadata;
+
+use std::sync::Arc;
+
+use bson::{Document, doc};
+use futures::TryStreamExt;
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{Acknowledgment, ClientOptions, CollectionOptions, WriteConcern};
+use mongodb::{Client, Collection, IndexModel};
+use tokio::sync::OnceCell;
+
+use crate::config::MongoSettings;
+use crate::model::{LogChunk, LogEntry, LogMetadata};
+
+pub use chunks::{ChunkRange, RecordedChunk};
+pub use entries::{HotRange, InsertOutcome};
+pub use episode_list::IdRange;
+pub use metadata::{Decision, Updated};
+
+/// MongoDB's duplicate-key error code.
+pub const DUPLICATE_KEY: i32 = 11000;
+/// MongoDB's NamespaceNotFound error code (listIndexes of a collection that does not exist).
+pub const NAMESPACE_NOT_FOUND: i32 = 26;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MongoError {
+    #[error("MongoDB: {0}")]
+    Driver(#[from] mongodb::error::Error),
+    #[error("MongoDB returned a document that does not decode: {0}")]
+    Decode(#[from] bson::de::Error),
+    /// A document that must exist is gone (deleted by someone else meanwhile).
+    #[error("MongoDB: {0}")]
+    Missing(String),
+    /// An index of the schema clashes with one that exists: fix the index by hand (drop or
+    /// rename it, or remove the duplicate rows), then start again.
+    #[error(
+        "MongoDB index {index:?} of collection {collection:?} conflicts with what exists: {detail}"
+    )]
+    IndexConflict {
+        collection: String,
+        index: String,
+        detail: String,
+    },
+}
+
+impl MongoError {
+    /// Whether retrying cannot help: the state needs an operator, not a reconnection.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, MongoError::IndexConflict { .. })
+    }
+}
+
+/// The three collections on one client (one connection pool). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct MongoStore {
+    client: Client,
+    /// Database holding the collections.
+    database: String,
+    entries: Collection<LogEntry>,
+    chunks: Collection<LogChunk>,
+    metadata: Collection<LogMetadata>,
+    /// Per-episode write locks, used only where a filtered update is not atomic.
+    write_locks: Collection<Document>,
+    /// `mongo.atomic_updates`: `auto`, `true` or `false`.
+    atomic_setting: String,
+    /// Whether filtered updates are atomic here, settled on first use.
+    atomic: Arc<OnceCell<bool>>,
+}
+
+impl MongoStore {
+    /// A client for the configured server. Connects lazily: a server that is down makes the
+    /// first operation fail, not this call.
+    pub async fn connect(s: &MongoSettings) -> Result<Self, MongoError> {
+        let mut opts = ClientOptions::parse(&s.uri).await?;
+        opts.app_name.get_or_insert_with(|| "logfleet".into());
+        let client = Client::with_options(opts)?;
+        let w = match s.write_concern.as_str() {
+            "majority" => Acknowledgment::Majority,
+            n => Acknowledgment::Nodes(n.parse().unwrap_or(1)),
+        };
+        let wc = WriteConcern::builder().w(w).journal(s.journal).build();
+        let db = client.database(&s.database);
+        let with_wc = || {
+            CollectionOptions::builder()
+                .write_concern(wc.clone())
+                .build()
+        };
+        Ok(Self {
+            entries: db.collection_with_options(&s.log_entry_collection, with_wc()),
+            chunks: db.collection_with_options(&s.log_chunk_collection, with_wc()),
+            metadata: db.collection_with_options(&s.log_metadata_collection, with_wc()),
+            write_locks: db.collection_with_options(&s.write_lock_collection, with_wc()),
+            database: s.database.clone(),
+            atomic_setting: s.atomic_updates.clone(),
+            atomic: Arc::new(OnceCell::new()),
+            client,
+        })
+    }
+
+    /// Creates every index of the schema that is missing. Idempotent.
+    ///
+    /// It lists each collection's indexes first and creates the missing ones one per
+    /// `createIndexes` command. An index that exists under the same name with other keys or
+    /// options, or with the same keys under another name, is a [`MongoError::IndexConflict`]
+    /// naming it: a start-up error that retrying cannot mend. (FerretDB 1.24 also panics on a
+    /// `createIndexes` that repeats three or more existing indexes in one command, so asking
+    /// again for all of them at every start is not an option there.)
+    pub async fn ensure_indexes(&self) -> Result<(), MongoError> {
+        let db = self.client.database(&self.database);
+        for (collection, wanted) in [
+            (self.entries.name(), indexes::log_entry()),
+            (self.chunks.name(), indexes::log_chunk()),
+            (self.metadata.name(), indexes::log_metadata()),
+        ] {
+            let coll = db.collection::<Document>(collection);
+            let existing: Vec<IndexModel> = match coll.list_indexes().await {
+                Ok(cursor) => cursor.try_collect().await?,
+                // The collection does not exist yet: it has no index.
+                Err(e) if command_code(&e) == Some(NAMESPACE_NOT_FOUND) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            for spec in wanted {
+                let conflict = |detail: String| MongoError::IndexConflict {
+                    collection: collection.to_owned(),
+                    index: spec.name.to_owned(),
+                    detail,
+                };
+                match spec.compare(&existing) {
+                    indexes::IndexState::Present => {}
+                    indexes::IndexState::Conflict(detail) => return Err(conflict(detail)),
+                    indexes::IndexState::Missing => {
+                        if let Err(e) = coll.create_index(spec.model()).await {
+                            // A server error (options conflict, duplicate rows under a unique
+                            // index being built, ...) is no outage: name the index and stop.
+                            return Err(match command_code(&e) {
+                                Some(code) => {
+                                    conflict(format!("createIndexes failed with code {code}: {e}"))
+                                }
+                                None => e.into(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Round trip to the server; used by readiness checks and reconnection loops.
+    pub async fn ping(&self) -> Result<(), MongoError> {
+        self.client
+            .database("admin")
+            .run_command(doc! {"ping": 1})
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the whole database (tests and benches clean up their fresh databases with it).
+    pub async fn drop_database(&self) -> Result<(), MongoError> {
+        self.client.database(&self.database).drop().await?;
+        Ok(())
+    }
+
+    /// The database name.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Whether the server applies a filtered update atomically (settled once per store).
+    ///
+    /// MongoDB and DocumentDB do: a `findOneAndReplace` filtered on `version` is a
+    /// compare-and-set. FerretDB 1.x reads the matching document and writes it back by `_id`
+    /// in two steps, so two writers can both "win" (seen here: up to 4 of 16 concurrent
+    /// writers). `auto` asks `buildInfo`: a `ferretdbVersion` field means FerretDB.
+    async fn atomic_updates(&self) -> Result<bool, MongoError> {
+        let v = self
+            .atomic
+            .get_or_try_init(|| async {
+                Ok::<_, MongoError>(match self.atomic_setting.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        let info = self
+                            .client
+                            .database("admin")
+                            .run_command(doc! {"buildInfo": 1})
+                            .await?;
+                        let ferretdb = info.contains_key("ferretdbVersion");
+                        tracing::info!(
+                            ferretdb,
+                            version = info.get_str("version").unwrap_or("?"),
+                            "MongoDB-protocol server identified"
+                        );
+                        !ferretdb
+                    }
+                })
+            })
+            .await?;
+        Ok(*v)
+    }
+}
+
+/// Whether a driver error is a duplicate-key refusal of a single write.
+pub fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    command_code(e) == Some(DUPLICATE_KEY)
+}
+
+/// The server's error code of a command or write error, if the error is one.
+fn command_code(e: &mongodb::error::Error) -> Option<i32> {
+    match e.kind.as_ref() {
+        ErrorKind::Command(ce) => Some(ce.code),
+        ErrorKind::Write(WriteFailure::WriteError(we)) => Some(we.code),
+        _ => None,
+    }
+}
