@@ -707,20 +707,42 @@ return { sel: Number($('#logs .row.sel').dataset.seq), tier: $('#logs .row.sel')
 await waitFor(() => $$('#logs .row').length, 'rows');
 await idle();
 const real = window.fetch;
-window.fetch = (u, o) => String(u).includes('/logs?')
-  ? Promise.resolve(new Response(JSON.stringify({ error: { code: 'expired', message: 'logs before 2026-01-01T00:00:00Z were removed' } }),
-      { status: 410, headers: { 'content-type': 'application/json' } }))
-  : real(u, o);
+let calls = 0;
+window.fetch = (u, o) => {
+  if (!String(u).includes('/logs?')) return real(u, o);
+  calls += 1;
+  return Promise.resolve(new Response(JSON.stringify({ error: { code: 'expired', message: 'logs before 2026-01-01T00:00:00Z were removed' } }),
+    { status: 410, headers: { 'content-type': 'application/json' } }));
+};
+// Scrolling to the end of the loaded window reads the next page: it fails, and says so there.
+const v = $('#logs');
+v.scrollTop = v.scrollHeight;
+const edge = await waitFor(() => { const e = $('#logs .edge-after'); return e && e.textContent.includes('expired') && e; }, 'the failed read at the edge');
+await sleep(1000);
+const readsAfterFailure = calls;
+// A jump into the range: the list is replaced by the message.
 $('#goto').value = '700';
 $('.goto button').click();
 const note = await waitFor(() => $('#logs .note-error'), 'the expired message');
 window.fetch = real;
 const api = await import(new URL('assets/api.js', document.baseURI));
-return { note: note.textContent, alert: $('#ep-alert').textContent, teapot: api.describeError(418, null).title };
+return { edge: edge.textContent, reads: readsAfterFailure, note: note.textContent, alert: $('#ep-alert').textContent,
+         teapot: api.describeError(418, null).title };
 "#,
             json!({}),
         )
         .await;
+    assert!(
+        expired["edge"]
+            .as_str()
+            .unwrap()
+            .starts_with("Could not read later logs: This range has expired."),
+        "{expired}"
+    );
+    assert_eq!(
+        expired["reads"], 1,
+        "a failed read is not retried at once: {expired}"
+    );
     for part in [
         "This range has expired",
         "logs before 2026-01-01T00:00:00Z were removed",
@@ -839,7 +861,7 @@ return { seq: Number(row.dataset.seq), tier: row.dataset.tier, rows: rows() };
     let got = b
         .run(
             seen_probe,
-            json!({"msg": "follow probe 2", "ms": logfleet_tests::STUCK_AFTER.as_millis() as i64}),
+            json!({"msg": "follow probe 2", "ms": logfleet_tests::browser::stuck_after().as_millis() as i64}),
         )
         .await;
     assert_eq!(got["seq"], 2501, "resumed from where it paused");
@@ -959,7 +981,7 @@ await idle();
     let got = b
         .run(
             seen_probe,
-            json!({"msg": "follow probe 3 with a token", "ms": logfleet_tests::STUCK_AFTER.as_millis() as i64}),
+            json!({"msg": "follow probe 3 with a token", "ms": logfleet_tests::browser::stuck_after().as_millis() as i64}),
         )
         .await;
     assert_eq!(got["seq"], 2502, "followed with the token");

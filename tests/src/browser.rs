@@ -173,7 +173,7 @@ impl Browser {
             .expect("WebDriver session");
         client
             .update_timeouts(TimeoutConfiguration::new(
-                Some(crate::STUCK_AFTER),
+                Some(stuck_after() + Duration::from_secs(30)),
                 Some(Duration::from_secs(120)),
                 Some(Duration::ZERO),
             ))
@@ -227,7 +227,7 @@ const rows = () => $$('#logs .row').sort((a, b) => a.offsetTop - b.offsetTop)
 (async () => {{ {body} }})().then((v) => done({{ ok: v === undefined ? null : v }}),
   (e) => done({{ err: String((e && e.stack) || e) }}));
 "#,
-            stuck = crate::STUCK_AFTER.as_millis(),
+            stuck = stuck_after().as_millis(),
         );
         let out = self
             .client
@@ -284,6 +284,16 @@ impl Drop for Procs {
         }
         let _ = std::fs::remove_dir_all(&self.profile);
     }
+}
+
+/// How long an in-page wait may take before it fails as stuck: `STUCK_AFTER`, or
+/// `VIEWER_STUCK_SECS` when set (a shorter wait while debugging the tests).
+pub fn stuck_after() -> Duration {
+    std::env::var("VIEWER_STUCK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(crate::STUCK_AFTER)
 }
 
 /// Writes a screenshot to `path` unless the file already holds exactly these bytes.

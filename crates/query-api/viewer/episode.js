@@ -70,7 +70,8 @@ export class EpisodeView {
       fetchPage: (q) => getJson(`${this.base}/logs${qs({ ...q, ...filterQuery(this.f) })}`),
       tierOf: tierFinder(() => this.stats, () => this.chunks),
       onSelect: (seq) => this.selected(seq),
-      onError: (e) => this.error(e),
+      onError: (e, replaced) => this.error(e, replaced),
+      describe: (e) => this.describe(e),
       onChange: () => this.listChanged(),
       onHome: () => this.goStart(),
       onEnd: () => this.goEnd(),
@@ -254,11 +255,12 @@ export class EpisodeView {
     for (const el of this.root.querySelectorAll('.toolbar button, .toolbar input, .toolbar select, .filters button')) el.disabled = true;
   }
 
-  /** An error while reading: in place of the logs when none are shown, else above them. */
-  error(e) {
+  /** An error while reading: in place of the logs when none can be shown (`replace`), else above
+   * them. */
+  error(e, replace = false) {
     if (e && e.name === 'AbortError') return;
     const d = this.describe(e);
-    if (!this.list.rows.length) {
+    if (replace || !this.list.rows.length) {
       this.list.showNote({ kind: 'error', title: d.title, message: d.message });
     }
     this.alert.replaceChildren(h('strong', {}, `${d.title}: `), d.message);

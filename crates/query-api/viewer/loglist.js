@@ -21,6 +21,7 @@ const SEP = 28; // px, a tier/chunk separator (.sep)
 const EDGE = 30; // px, the start/end edge (.edge)
 const OVERSCAN = 12; // items rendered beyond each side of the view
 const PREFETCH = 150; // items from an edge at which the next page is read
+const RETRY_MS = 5000; // a failed page read is tried again after this
 
 /** Binary search: index of the last offset ≤ y. */
 function indexAt(offsets, y) {
@@ -39,7 +40,9 @@ export class LogList {
    * `viewport`: the scrolling element (focusable, role listbox). `opts`:
    * - `fetchPage({order, cursor, limit})` → Promise of an API page `{logs, nextCursor}`;
    * - `tierOf(seq)` → `{key, short, label, title}`: where a log is stored;
-   * - `onSelect(seq)`, `onError(error)`, `onChange()` (window or state changed);
+   * - `onSelect(seq)`, `onError(error, replaced)` (`replaced`: the window could not be
+   *   opened and the list should say why), `describe(error)` → `{title, message}`,
+   *   `onChange()` (window or state changed);
    * - `pageSize`, `windowMax`.
    */
   constructor(viewport, opts) {
@@ -69,6 +72,9 @@ export class LogList {
     this.loadingBefore = false;
     this.loadingAfter = false;
     this.resetting = false;
+    /** The last failed read above / below the window: `{error, at}`; it is retried after
+     * RETRY_MS, not at every frame. */
+    this.failed = { before: null, after: null };
     this.items = [];
     this.offsets = [0];
     this.index = new Map();
@@ -108,7 +114,7 @@ export class LogList {
     } else {
       if (this.rows.length || !this.atEnd) {
         edge(this.atStart ? 'start' : 'before',
-          this.atStart ? 'Start of the selection' : 'Loading earlier logs…');
+          this.atStart ? 'Start of the selection' : this.failedText('before') ?? 'Loading earlier logs…');
       }
       let prev = null;
       for (const r of this.rows) {
@@ -126,7 +132,7 @@ export class LogList {
         edge('end', this.following ? 'Following: new logs appear here'
           : this.rows.length ? `End of the selection${when}` : `No logs match${when}`);
       } else {
-        edge('after', 'Loading later logs…');
+        edge('after', this.failedText('after') ?? 'Loading later logs…');
       }
     }
     const offsets = new Array(items.length + 1);
@@ -140,6 +146,29 @@ export class LogList {
     this.offsets = offsets;
     this.index = index;
     this.spacer.style.height = `${offsets[items.length]}px`;
+  }
+
+  /** The edge's text after a failed read on that side, or null. */
+  failedText(side) {
+    const f = this.failed[side];
+    if (!f) return null;
+    const d = this.opts.describe(f.error);
+    return `Could not read ${side === 'before' ? 'earlier' : 'later'} logs: ${d.title}. ${d.message} (retrying)`;
+  }
+
+  /** Whether reading on `side` waits after a failure. */
+  holding(side) {
+    const f = this.failed[side];
+    return Boolean(f && performance.now() - f.at < RETRY_MS);
+  }
+
+  /** Notes a failed read on `side` and schedules the retry. */
+  failSide(side, e) {
+    if (e && e.name === 'AbortError') return;
+    this.failed[side] = { error: e, at: performance.now() };
+    this.relayout(() => {});
+    this.opts.onError(e, false);
+    setTimeout(() => this.schedule(), RETRY_MS + 50);
   }
 
   detailLines(r) {
@@ -224,10 +253,12 @@ export class LogList {
     try {
       const r = await load();
       if (gen !== this.gen) return false;
+      this.failed = { before: null, after: null };
       this.setWindow(r.rows, r);
       return true;
     } catch (e) {
-      if (gen === this.gen) this.fail(e);
+      // What was asked for cannot be shown: the window is replaced by the message.
+      if (gen === this.gen && !(e && e.name === 'AbortError')) this.opts.onError(e, true);
       return false;
     } finally {
       if (gen === this.gen) {
@@ -285,6 +316,7 @@ export class LogList {
       if (gen !== this.gen) return;
       const t0 = performance.now();
       const logs = p.logs.reverse().filter((r) => r.sequenceNumber < first);
+      this.failed.before = null;
       this.relayout(() => {
         this.rows = logs.concat(this.rows);
         this.atStart = p.nextCursor === null;
@@ -296,7 +328,7 @@ export class LogList {
       });
       this.measure(t0, logs.length);
     } catch (e) {
-      if (gen === this.gen) this.fail(e);
+      if (gen === this.gen) this.failSide('before', e);
     } finally {
       if (gen === this.gen) {
         this.loadingBefore = false;
@@ -316,10 +348,11 @@ export class LogList {
       const p = await this.opts.fetchPage({ order: 'asc', cursor: last + 1, limit: this.pageSize });
       if (gen !== this.gen) return;
       const t0 = performance.now();
+      this.failed.after = null;
       this.appendRows(p.logs, p.nextCursor === null);
       this.measure(t0, p.logs.length);
     } catch (e) {
-      if (gen === this.gen) this.fail(e);
+      if (gen === this.gen) this.failSide('after', e);
     } finally {
       if (gen === this.gen) {
         this.loadingAfter = false;
@@ -372,6 +405,7 @@ export class LogList {
     this.loadingAfter = false;
     this.setBusy();
     this.rows = [];
+    this.failed = { before: null, after: null };
     this.note = note;
     this.atStart = true;
     this.atEnd = true;
@@ -380,11 +414,6 @@ export class LogList {
     this.el.scrollTop = 0;
     this.render();
     this.changed();
-  }
-
-  fail(e) {
-    if (e && e.name === 'AbortError') return;
-    this.opts.onError(e);
   }
 
   changed() {
@@ -424,8 +453,8 @@ export class LogList {
     this.spacer.replaceChildren(...children);
     this.fixHeights();
     if (!this.busy()) {
-      if (!this.atStart && from < PREFETCH) this.loadBefore();
-      if (!this.atEnd && to > n - PREFETCH) this.loadAfter();
+      if (!this.atStart && from < PREFETCH && !this.holding('before')) this.loadBefore();
+      if (!this.atEnd && to > n - PREFETCH && !this.holding('after')) this.loadAfter();
     }
   }
 
