@@ -41,7 +41,7 @@ pub const CHROMIUM_FLAGS: &[&str] = &[
 ];
 
 /// Width and height of the window (and of the screenshots).
-pub const WINDOW: (u32, u32) = (1280, 820);
+pub const WINDOW: (u32, u32) = (1280, 900);
 
 /// A headless chromium under WebDriver. Call [`Browser::close`] at the end of a test; dropping
 /// it (a panic) ends the processes too.

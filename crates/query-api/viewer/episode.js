@@ -199,7 +199,7 @@ export class EpisodeView {
 
   drawStats() {
     const s = this.stats;
-    const row = (dt, dd, id) => [h('dt', {}, dt), h('dd', { id }, dd)];
+    const row = (dt, dd, id) => [h('div', {}, h('dt', {}, dt), h('dd', { id }, dd))];
     this.statsEl.replaceChildren(
       ...row('Logs', fmtInt(s.totalLogs), 'st-total'),
       ...row('Hot (MongoDB)', fmtInt(s.currentLogs), 'st-hot'),
