@@ -101,12 +101,18 @@ fn fmt_int(n: i64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
     }
     out
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn fmt_time(ms: i64) -> String {
@@ -570,7 +576,63 @@ return {
         "{hash}"
     );
 
-    // --- Keyboard selection, metadata, permalink. --------------------------------------------
+    // --- A time range, typed with the keyboard: Tab from the text box through the time
+    // fields to the Apply button. It crosses from chunk 1 into the hot logs. ---------------
+    b.run(
+        "$('#f-clear').click(); await waitFor(() => !location.hash.includes('level='), 'cleared filters'); await idle();",
+        json!({}),
+    )
+    .await;
+    b.client
+        .find(fantoccini::Locator::Id("f-contains"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let (from, to) = (iso(BASE_MS + 1_990), iso(BASE_MS + 2_020));
+    for (typed, next) in [
+        ("", "f-from"),
+        (from.as_str(), "f-to"),
+        (to.as_str(), "f-apply"),
+    ] {
+        b.client
+            .active_element()
+            .await
+            .unwrap()
+            .send_keys(&format!("{typed}{tab}"))
+            .await
+            .unwrap();
+        let f = b.run(focus, json!({})).await;
+        assert_eq!(f["id"], next, "Tab order through the filters: {f}");
+        assert_eq!(
+            f["outline"], "solid 2px rgb(29, 78, 216)",
+            "focus is visible on {next}"
+        );
+    }
+    b.client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(enter)
+        .await
+        .unwrap();
+    b.run(
+        "await waitFor(() => location.hash.includes('from='), 'the time range in the URL'); await idle(); $('#go-start').click(); await idle();",
+        json!({}),
+    )
+    .await;
+    let ranged = b.run(SCROLL_THROUGH, json!({"down": true})).await;
+    let shown = check_snapshots(&ranged, true, "time range");
+    let from_api = api_seqs(&base, &format!("time={from}..{to}")).await;
+    assert_eq!(from_api, (1_990..2_020).collect::<Vec<_>>());
+    assert_eq!(
+        shown.into_iter().collect::<Vec<_>>(),
+        from_api,
+        "the time range is the API's"
+    );
+
+    // --- Keyboard selection, metadata, permalink; a jump to a time. ----------------------------
     b.goto("about:blank").await;
     b.goto(&format!("{base}/#/e/{MAIN}")).await;
     b.run(
@@ -578,6 +640,25 @@ return {
         json!({}),
     )
     .await;
+    b.client
+        .find(fantoccini::Locator::Id("goto"))
+        .await
+        .unwrap()
+        .send_keys(&format!("{}{enter}", iso(BASE_MS + 1_234)))
+        .await
+        .unwrap();
+    let at_time = b
+        .run(
+            "await waitFor(() => $('#logs .row.sel'), 'a line selected'); await idle(); return [Number($('#logs .row.sel').dataset.seq), location.hash];",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        at_time,
+        json!([1234, format!("#/e/{MAIN}?seq=1234")]),
+        "a jump to a time"
+    );
+    b.run("$('#goto').value = '';", json!({})).await;
     b.client
         .find(fantoccini::Locator::Id("goto"))
         .await
@@ -668,7 +749,10 @@ return { sel: Number($('#logs .row.sel').dataset.seq), tier: $('#logs .row.sel')
             json!({}),
         )
         .await;
-    assert_eq!(fits, true, "the episode page fits the window; only the list scrolls");
+    assert_eq!(
+        fits, true,
+        "the episode page fits the window; only the list scrolls"
+    );
     save_png(
         &docs_images().join("viewer-episode.png"),
         &b.screenshot().await,

@@ -60,6 +60,7 @@ function askToken(refused) {
       }
       if (!t) return;
       cleanup();
+      document.getElementById('auth-state').textContent = 'token kept for this session';
       resolve(t);
     };
     const cancel = () => {
@@ -79,6 +80,6 @@ function askToken(refused) {
 }
 
 onTokenNeeded(askToken);
-document.getElementById('auth-state').textContent = token() ? 'token set for this session' : '';
+document.getElementById('auth-state').textContent = token() ? 'token kept for this session' : '';
 window.addEventListener('hashchange', route);
 route();

@@ -127,7 +127,7 @@ export class EpisodeView {
       h('nav', { class: 'crumbs' }, h('a', { href: '#/', id: 'back' }, '← Episodes')),
       h('header', { class: 'ep-head' }, h('h1', {}, h('span', { class: 'sr-only' }, 'Episode '), this.ep), this.statsEl),
       h('section', { class: 'storage', 'aria-label': 'Storage' }, this.bar,
-        h('details', { class: 'chunks' }, this.chunkSummary,
+        h('details', { class: 'chunks', on: { toggle: (e) => { if (e.target.open) this.drawChunkTable(); } } }, this.chunkSummary,
           h('table', { class: 'grid' },
             h('thead', {}, h('tr', {}, ['Chunk', 'Sequence', 'Logs', 'Time span (UTC)', 'Size', 'S3 key', ''].map((t) => h('th', { scope: 'col' }, t)))),
             this.chunkTable))),
@@ -225,6 +225,14 @@ export class EpisodeView {
     if (s.currentLogs > 0) segs.push(seg('hot', s.currentLogs, 'HOT', `hot: ${s.archivedLogs} and later`, s.archivedLogs));
     this.bar.replaceChildren(...segs);
     this.chunkSummary.textContent = `Chunks: ${fmtInt(this.chunks.length)} archived, then ${fmtInt(s.currentLogs)} hot logs`;
+    this.chunkTableDrawn = false;
+    if (this.chunkSummary.parentElement.open) this.drawChunkTable();
+  }
+
+  /** The chunk table, drawn when first opened (an episode may have thousands of chunks). */
+  drawChunkTable() {
+    if (this.chunkTableDrawn) return;
+    this.chunkTableDrawn = true;
     this.chunkTable.replaceChildren(...this.chunks.map((c) => h('tr', {},
       h('td', {}, String(c.chunkNumber)),
       h('td', {}, `${fmtInt(c.startSequence)}–${fmtInt(c.endSequence)}`),
