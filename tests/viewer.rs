@@ -20,7 +20,6 @@
 //! with cursors that neither lose nor repeat an episode (same-second and exact ties included).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use logfleet::archive::ArchiveOptions;
@@ -129,13 +128,6 @@ fn tier_of(seq: i64) -> &'static str {
         1000..2000 => "c1",
         _ => "hot",
     }
-}
-
-fn docs_images() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("docs")
-        .join("images")
 }
 
 /// Scrolls the log list from where it is to its end (`down`) or its start, a screenful at a
@@ -335,9 +327,11 @@ return {
         transfer > 10_000 && transfer < 200_000,
         "first view transfers {transfer} bytes (must stay under 200 KB)"
     );
-    save_png(
-        &docs_images().join("viewer-episodes.png"),
-        &b.screenshot().await,
+    let shot = b.screenshot().await;
+    assert!(shot.len() > 10_000, "a screenshot of the list");
+    println!(
+        "viewer: screenshot of the list: {:?}",
+        save_png("viewer-episodes.png", &shot)
     );
 
     // --- Search by prefix, then the keyboard: Tab to the rows, arrows between them. ---------
@@ -753,9 +747,11 @@ return { sel: Number($('#logs .row.sel').dataset.seq), tier: $('#logs .row.sel')
         fits, true,
         "the episode page fits the window; only the list scrolls"
     );
-    save_png(
-        &docs_images().join("viewer-episode.png"),
-        &b.screenshot().await,
+    let shot = b.screenshot().await;
+    assert!(shot.len() > 10_000, "a screenshot of the episode");
+    println!(
+        "viewer: screenshot of an episode: {:?}",
+        save_png("viewer-episode.png", &shot)
     );
 
     // --- Messages: unknown, empty, invalid episode; an expired range (410). -----------------

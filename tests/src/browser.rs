@@ -296,11 +296,21 @@ pub fn stuck_after() -> Duration {
         .unwrap_or(crate::STUCK_AFTER)
 }
 
-/// Writes a screenshot to `path` unless the file already holds exactly these bytes.
-pub fn save_png(path: &Path, png: &[u8]) {
-    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-    if std::fs::read(path).ok().as_deref() != Some(png) {
+/// Keeps a screenshot taken by a test: always in `target/viewer-screenshots/NAME`; in
+/// `docs/images/NAME` (the README's) when `VIEWER_SCREENSHOTS=update` or when it is missing there.
+/// (Chromium's anti-aliasing differs by a few pixels from run to run, so rewriting the committed
+/// file at every run would leave every checkout modified.) Returns where it was written.
+pub fn save_png(name: &str, png: &[u8]) -> Vec<PathBuf> {
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut out = vec![root.join("target").join("viewer-screenshots").join(name)];
+    let docs = root.join("docs").join("images").join(name);
+    if std::env::var("VIEWER_SCREENSHOTS").as_deref() == Ok("update") || !docs.exists() {
+        out.push(docs);
+    }
+    for path in &out {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, png).unwrap();
     }
+    out
 }

@@ -62,12 +62,20 @@ export class EpisodeView {
     this.followAbort = null;
     this.statsTimer = 0;
     this.alive = true;
+    /** Settles when the chunk list has been read (or failed). */
+    this.chunksReady = Promise.resolve();
     this.base = `v1/episodes/${encodeURIComponent(ep)}`;
     this.build();
     this.list = new LogList(this.viewport, {
       pageSize: this.f.pageSize,
       windowMax: this.f.windowMax,
-      fetchPage: (q) => getJson(`${this.base}/logs${qs({ ...q, ...filterQuery(this.f) })}`),
+      // A page is shown once the chunk list is in (read at the same time), so that every line
+      // is tagged with its chunk from the first paint.
+      fetchPage: async (q) => {
+        const page = await getJson(`${this.base}/logs${qs({ ...q, ...filterQuery(this.f) })}`);
+        await this.chunksReady;
+        return page;
+      },
       tierOf: tierFinder(() => this.stats, () => this.chunks),
       onSelect: (seq) => this.selected(seq),
       onError: (e, replaced) => this.error(e, replaced),
@@ -160,7 +168,7 @@ export class EpisodeView {
       return;
     }
     if (!this.alive) return;
-    this.loadChunks();
+    this.chunksReady = this.loadChunks();
     if (this.stats.totalLogs === 0) {
       this.list.showNote({ kind: 'empty', title: 'This episode has no logs yet.', message: 'Press Follow to watch for its first logs.' });
       return;
