@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 eval "$(./scripts/services.sh)"
 export MONGO_STOP_CMD="${MONGO_STOP_CMD:-$PWD/scripts/services.sh stop-mongo}"
 export MONGO_START_CMD="${MONGO_START_CMD:-$PWD/scripts/services.sh}"
-cargo build --release --locked -p ingest-worker -p archive-worker -p logfleet-tests --bin crash-suite
+cargo build --release --locked -p ingest-worker -p archive-worker -p logfleet-testkit --bin crash-suite
 exec target/release/crash-suite "$@"

@@ -52,7 +52,16 @@ ferretdb_sum="$(cat "$root/tools/ferretdb/go.mod" "$root/tools/ferretdb/go.sum" 
 stop_mongo() {
   case "$1" in
     nx) "$venv/bin/nx-27017" --stop --pid-file "$state/nx-27017.pid" >&2 || true ;;
-    ferretdb) if [ -f "$state/ferretdb.pid" ]; then kill "$(cat "$state/ferretdb.pid")" 2>/dev/null || true; fi ;;
+    ferretdb)
+      # SIGTERM closes the listener, but FerretDB goes on serving open connections until they
+      # close: a stop must end the process, as a crash would.
+      if [ -f "$state/ferretdb.pid" ]; then
+        pid="$(cat "$state/ferretdb.pid")"
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+        kill -9 "$pid" 2>/dev/null || true
+        for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+      fi ;;
   esac
   local port; port=$([ "$1" = nx ] && echo 27017 || echo 27018)
   for _ in $(seq 1 60); do answers "$port" || break; sleep 0.5; done

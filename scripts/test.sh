@@ -5,6 +5,7 @@
 # .ci/run calls exactly this.
 #   ./scripts/test.sh                     both servers
 #   ./scripts/test.sh --mongo ferretdb    one server (ferretdb or nx), for a quicker local run
+#   ./scripts/test.sh --unit              unit and property tests only: no service, seconds
 #   ./scripts/test.sh -- -p logfleet-tests --test query    extra arguments go to `cargo test`
 # Against other servers (real MongoDB, say), export AMQP_URL, MONGODB_URI, S3_ENDPOINT,
 # AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY and run `cargo test --workspace`.
@@ -13,6 +14,10 @@ cd "$(dirname "$0")/.."
 servers=(ferretdb nx)
 while [ $# -gt 0 ]; do
   case "$1" in
+    --unit)
+      shift
+      cargo test --workspace --locked --lib --bins "$@"
+      exec cargo test --locked -p logfleet-contract -p logfleet --test properties "$@" ;;
     --mongo) servers=("$2"); shift 2 ;;
     --mongo=*) servers=("${1#--mongo=}"); shift ;;
     --) shift; break ;;

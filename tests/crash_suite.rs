@@ -3,7 +3,7 @@
 //! every published log is present exactly once, in order, with exact counters and chunks.
 //! The long version: `scripts/crash-suite.sh`.
 
-use logfleet_tests::crash::{self, CrashPlan};
+use logfleet_testkit::crash::{self, CrashPlan};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fleet_survives_kills_and_restarts_without_loss_or_duplicates() {

@@ -6,22 +6,13 @@
 //! `MONGO_START_CMD` (`scripts/test.sh` sets them for the local stand-in); without them that part
 //! is reported as skipped. While MongoDB is down, `/readyz` of both workers must say so.
 
-use std::process::Command;
-
 use logfleet::archive::ArchiveOptions;
 use logfleet::health::HttpListen;
 use logfleet::ingest::IngestOptions;
-use logfleet_tests::{
-    SentLog, TestEnv, batch_body, broker_drops_connections, free_listener, http_get, make_logs,
+use logfleet_testkit::{
+    MongoOutage, SentLog, TestEnv, batch_body, broker_drops_connections, free_listener, http_get,
+    make_logs,
 };
-
-fn run(cmd: &str) {
-    let status = Command::new("sh")
-        .args(["-c", cmd])
-        .status()
-        .expect("command runs");
-    assert!(status.success(), "{cmd} failed");
-}
 
 async fn publish_all(env: &TestEnv, ep: &str, logs: &[SentLog], tag: &str) {
     for (i, part) in logs.chunks(20).enumerate() {
@@ -84,7 +75,7 @@ async fn workers_reconnect_after_the_broker_drops_them_and_after_a_mongodb_resta
             let third = make_logs("around-restart", 600, 1_764_600_000_000);
             let (before, after) = third.split_at(300);
             publish_all(&env, ep, before, "restart-a").await;
-            tokio::task::spawn_blocking(move || run(&stop))
+            let outage = tokio::task::spawn_blocking(move || MongoOutage::begin(&stop, &start))
                 .await
                 .unwrap();
             // RabbitMQ still takes messages while MongoDB is down; the workers hold them.
@@ -99,7 +90,7 @@ async fn workers_reconnect_after_the_broker_drops_them_and_after_a_mongodb_resta
                 200,
                 "alive all the same"
             );
-            tokio::task::spawn_blocking(move || run(&start))
+            tokio::task::spawn_blocking(move || outage.end())
                 .await
                 .unwrap();
             for addr in [iaddr, aaddr] {

@@ -3,8 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use logfleet::config::LimitsSettings;
-use logfleet::message::{MessageProperties, decode};
+use logfleet_contract::{LimitsSettings, MessageProperties, decode};
 
 fuzz_target!(|data: &[u8]| {
     let limits = LimitsSettings::default();

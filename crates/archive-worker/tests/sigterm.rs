@@ -2,7 +2,7 @@
 //! leaving a lock held.
 
 use logfleet::ingest::IngestOptions;
-use logfleet_tests::{TestEnv, batch_body, make_logs, terminate};
+use logfleet_testkit::{TestEnv, batch_body, make_logs, terminate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn archives_then_exits_cleanly_on_sigterm() {

@@ -2,7 +2,7 @@
 //! nothing: what it did not finish goes back to the queue for the next worker.
 
 use logfleet::ingest::IngestOptions;
-use logfleet_tests::{TestEnv, batch_body, make_logs, terminate};
+use logfleet_testkit::{TestEnv, batch_body, make_logs, terminate};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_mid_stream_exits_cleanly_and_loses_nothing() {

@@ -3,12 +3,13 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use logfleet::amqp::request_archive;
 use logfleet::amqp::{ConfirmedPublisher, Topology};
-use logfleet::archive::{ArchiveKind, request_archive};
 use logfleet::config::Settings;
+use logfleet::contract::ArchiveKind;
 use logfleet::domain::EpisodeId;
 use logfleet::mongo::MongoStore;
-use logfleet::s3::{ObjectStore, S3ObjectStore};
+use logfleet::object_store::{ObjectStore, S3ObjectStore};
 use serde_json::json;
 use tokio::sync::oneshot;
 

@@ -1,4 +1,4 @@
-//! `logctl lock` and `logctl archive flush`: repair and drive an episode's archiving.
+//! `logctl lock show|release`: look at and repair an episode's archive lock.
 //!
 //! The archive lock is `LogMetadata.isArchiving` plus `archiveLease {owner, expiresAt}`. An
 //! archive-worker takes over an expired lease by itself; `lock release --force` is for a lease
@@ -8,8 +8,6 @@
 //! without committing.
 
 use anyhow::Context;
-use logfleet::amqp::{ConfirmedPublisher, Topology};
-use logfleet::archive::{ArchiveKind, request_archive};
 use logfleet::config::Settings;
 use logfleet::domain::EpisodeId;
 use logfleet::mongo::MongoStore;
@@ -29,16 +27,6 @@ pub enum LockCommand {
         /// Required: releasing a live lock lets another worker start at once.
         #[arg(long, required = true)]
         force: bool,
-    },
-}
-
-#[derive(clap::Subcommand)]
-pub enum ArchiveCommand {
-    /// Archive the final partial chunk of a finished episode (publishes a flush request to the
-    /// archive-workers).
-    Flush {
-        /// The episode id.
-        episode: String,
     },
 }
 
@@ -96,17 +84,4 @@ pub async fn lock(settings: Settings, command: LockCommand) -> anyhow::Result<()
             Ok(())
         }
     }
-}
-
-/// Publishes a flush request for `episode` (`logctl archive flush`, alias `logctl flush`).
-pub async fn flush(settings: Settings, episode: &str) -> anyhow::Result<()> {
-    let ep = EpisodeId::parse(episode)?;
-    let topology = Topology::new(&settings.amqp);
-    let conn = logfleet::amqp::connect(&settings.amqp, "logctl").await?;
-    topology.declare(&conn).await?;
-    let publisher = ConfirmedPublisher::open(&conn).await?;
-    request_archive(&publisher, &topology, &ep, ArchiveKind::Flush).await?;
-    println!("flush of {ep} requested on {}", topology.archive_exchange);
-    let _ = conn.close(200, "done".into()).await;
-    Ok(())
 }

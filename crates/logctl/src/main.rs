@@ -3,8 +3,8 @@
 //! - `logctl demo`: the fleet's main job on local services: runs an ingest-worker and an
 //!   archive-worker, publishes a sample load, flushes one finished episode and prints what
 //!   landed in MongoDB and S3.
-//! - `logctl archive flush EPISODE` (alias `logctl flush EPISODE`): asks the archive-workers to
-//!   archive a finished episode's final partial chunk.
+//! - `logctl archive flush EPISODE`: asks the archive-workers to archive a finished episode's
+//!   final partial chunk (`archive.rs`).
 //! - `logctl topology [--check]`: declares the exchanges and queues (idempotent) and prints
 //!   them, or only checks that they exist.
 //! - `logctl publish [FILE]`: publishes NDJSON through the producer library (`publish.rs`).
@@ -16,6 +16,7 @@
 //!
 //! Settings come from the same layered configuration as the workers (`LOGFLEET__*`).
 
+mod archive;
 mod demo;
 mod dlq;
 mod lock;
@@ -37,11 +38,6 @@ struct Cli {
 enum Command {
     /// Run both workers on the configured services with a sample load, then print a summary.
     Demo(demo::DemoArgs),
-    /// Alias of `archive flush`: archive the final partial chunk of a finished episode.
-    Flush {
-        /// The episode id.
-        episode: String,
-    },
     /// Declare the exchanges and queues (idempotent) and print them; `--check` only verifies.
     Topology(topology::TopologyArgs),
     /// Publish NDJSON logs (a file or standard input) with confirms.
@@ -54,7 +50,7 @@ enum Command {
     /// Archive operations.
     Archive {
         #[command(subcommand)]
-        command: lock::ArchiveCommand,
+        command: archive::ArchiveCommand,
     },
     /// Show or release an episode's archive lock.
     Lock {
@@ -82,10 +78,9 @@ async fn main() -> anyhow::Result<()> {
     logfleet::telemetry::init(&settings.telemetry);
     match cli.command {
         Command::Demo(args) => demo::run(settings, args).await,
-        Command::Flush { episode }
-        | Command::Archive {
-            command: lock::ArchiveCommand::Flush { episode },
-        } => lock::flush(settings, &episode).await,
+        Command::Archive {
+            command: archive::ArchiveCommand::Flush { episode },
+        } => archive::flush(settings, &episode).await,
         Command::Topology(args) => topology::run(settings, args).await,
         Command::Publish(args) => publish::run(settings, args).await,
         Command::Dlq { command } => dlq::run(settings, command).await,

@@ -15,8 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use logfleet::config::Settings;
+use logfleet::contract::{MessageProperties, decode};
 use logfleet::domain::EpisodeId;
-use logfleet::message::{MessageProperties, decode};
 use logfleet_client::{Log, Producer, ProducerConfig};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
@@ -66,15 +66,10 @@ fn parse_line(line: &str, settings: &Settings) -> Result<Parsed, String> {
         .logs
         .into_iter()
         .map(|l| Log {
-            timestamp_ms: l.timestamp.timestamp_millis(),
+            timestamp_ms: l.timestamp_ms,
             level: l.level,
             message: l.message,
-            metadata: l.metadata.as_ref().and_then(|d| {
-                match logfleet::chunk::metadata_to_json(d) {
-                    serde_json::Value::Object(map) => Some(map),
-                    _ => None,
-                }
-            }),
+            metadata: l.metadata,
         })
         .collect();
     Ok((m.episode_id, logs))
@@ -104,7 +99,11 @@ pub async fn run(settings: Settings, args: PublishArgs) -> anyhow::Result<()> {
     };
     let mut lines = BufReader::new(reader).lines();
 
-    let mut config = ProducerConfig::from_settings(&settings);
+    let mut config = ProducerConfig::for_fleet(
+        &settings.amqp.url,
+        &settings.amqp.prefix,
+        settings.limits.clone(),
+    );
     config.max_batch_logs = args.batch_logs;
     config.max_batch_bytes = args.batch_bytes;
     config.linger = (args.linger_ms > 0).then(|| Duration::from_millis(args.linger_ms));

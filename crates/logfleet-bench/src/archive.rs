@@ -9,7 +9,7 @@ use logfleet::archive::{ArchiveKind, ArchiveOutcome, ChunkArchiver};
 use logfleet::chunk::{ChunkWriter, chunk_key};
 use logfleet::domain::EpisodeId;
 use logfleet::model::{LogChunk, LogEntry};
-use logfleet::s3::put_verified;
+use logfleet::object_store::put_verified;
 
 use crate::Sizes;
 use crate::common::{self, drain_in_process, messages, progress, publish_all, thousands};

@@ -11,15 +11,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use bson::DateTime;
-use bson::oid::ObjectId;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Confirmation};
 use logfleet::config::Settings;
+use logfleet::contract::{self, MessageProperties};
 use logfleet::ingest::IngestOptions;
-use logfleet::message::{self, MessageProperties};
 use logfleet::metrics::IngestMetrics;
 use logfleet::model::LogEntry;
-use logfleet_tests::{TestEnv, batch_body, make_logs, single_body};
+use logfleet_testkit::{TestEnv, batch_body, make_logs, single_body};
 
 /// When the run started, for [`progress`].
 static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -92,7 +91,7 @@ pub fn entries_of(msgs: &[Msg], settings: &Settings) -> anyhow::Result<Vec<LogEn
     let mut next_seq: std::collections::HashMap<String, i64> = Default::default();
     let mut out = Vec::new();
     for m in msgs {
-        let decoded = message::decode(
+        let decoded = contract::decode(
             &m.body,
             MessageProperties {
                 message_id: Some(&m.id),
@@ -103,18 +102,9 @@ pub fn entries_of(msgs: &[Msg], settings: &Settings) -> anyhow::Result<Vec<LogEn
         )
         .map_err(|e| anyhow!("bench message refused: {e}"))?;
         let seq = next_seq.entry(m.routing_key.clone()).or_default();
-        for log in decoded.logs {
-            // Built exactly as `ingest::write_batch` builds an entry.
-            out.push(LogEntry {
-                id: ObjectId::new(),
-                episode_id: decoded.episode_id.clone(),
-                timestamp: log.timestamp,
-                level: log.level,
-                message: log.message,
-                metadata: log.metadata,
-                sequence_number: *seq,
-                created_at: now,
-            });
+        for log in &decoded.logs {
+            // Built by the function the ingest-worker builds its entries with.
+            out.push(LogEntry::from_new_log(&decoded.episode_id, log, *seq, now)?);
             *seq += 1;
         }
     }
@@ -295,7 +285,7 @@ impl WorkerProc {
     /// The value of a sample on `/metrics`; None while the endpoint does not answer.
     pub async fn metric(&self, sample: &str) -> Option<f64> {
         let text = http_body(self.http, "/metrics").await?;
-        logfleet_tests::metric_value(&text, sample)
+        logfleet_testkit::metric_value(&text, sample)
     }
 
     /// Peak resident set size so far (VmHWM), in bytes.
@@ -305,7 +295,7 @@ impl WorkerProc {
 
     /// SIGTERM, then waits for the exit (the workers drain and exit 0).
     pub async fn terminate(self) -> anyhow::Result<()> {
-        let code = logfleet_tests::terminate(self.child).await;
+        let code = logfleet_testkit::terminate(self.child).await;
         if code != Some(0) {
             bail!("worker exited with {code:?} after SIGTERM");
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use logfleet::model::LogEntry;
 use logfleet::mongo::MongoStore;
-use logfleet_tests::TestEnv;
+use logfleet_testkit::TestEnv;
 
 use crate::Sizes;
 use crate::common::{

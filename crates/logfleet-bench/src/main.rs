@@ -10,7 +10,7 @@
 //! (3, archive run), `memory` (4, peak RSS of the worker binaries), `scaling` (5, 1/2/4
 //! ingest-workers), `query` (6, read path). Services come from the environment exactly as in
 //! the tests (`AMQP_URL`, `MONGODB_URI`, `S3_ENDPOINT`, `AWS_*`), each figure in fresh names
-//! (`logfleet_tests::TestEnv`); `--mongo` picks the MongoDB-protocol server. Every run first
+//! (`logfleet_testkit::TestEnv`); `--mongo` picks the MongoDB-protocol server. Every run first
 //! measures that server's own raw insertMany rate, so figures from different servers can be
 //! read side by side.
 //! `memory` and `scaling` run `target/release/{ingest,archive}-worker`, built first with

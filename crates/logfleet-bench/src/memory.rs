@@ -4,7 +4,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use flate2::read::MultiGzDecoder;
-use logfleet::s3::ObjectStore;
+use logfleet::object_store::ObjectStore;
 
 use crate::Sizes;
 use crate::common::{

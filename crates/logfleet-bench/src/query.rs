@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use logfleet::domain::EpisodeId;
+use logfleet::object_store::ObjectStore;
 use logfleet::query::{LogFilter, LogQuery, Order, QueryService};
-use logfleet::s3::ObjectStore;
 use serde_json::json;
 
 use crate::Sizes;
@@ -110,7 +110,7 @@ pub async fn run(_sizes: &Sizes) -> anyhow::Result<Figure> {
 
     let svc = QueryService::connect(&s).await?;
     let chunk = store.chunk_of(&ep, 0).await?.context("chunk 0 recorded")?;
-    let objects = logfleet::s3::S3ObjectStore::connect(&s.s3).await?;
+    let objects = logfleet::object_store::S3ObjectStore::connect(&s.s3).await?;
     let runs = 41;
 
     let q = LogQuery {
@@ -209,7 +209,7 @@ pub async fn run(_sizes: &Sizes) -> anyhow::Result<Figure> {
     let mut members_total = 0;
     for _ in 0..runs {
         let t = Instant::now();
-        let o = logfleet::chunk_cache::ChunkObject::new(gz.clone(), chunk.log_count as usize)?;
+        let o = logfleet::chunk::ChunkObject::new(gz.clone(), chunk.log_count as usize)?;
         let ks = o.members_for(20_000, 20_000 + PAGE);
         members_read = ks.len();
         members_total = o.members().len();

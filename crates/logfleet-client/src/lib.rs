@@ -23,7 +23,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), logfleet_client::ClientError> {
-//! use logfleet::domain::{EpisodeId, LogLevel};
+//! use logfleet_contract::{EpisodeId, LogLevel};
 //! use logfleet_client::{Log, Producer, ProducerConfig};
 //!
 //! let config = ProducerConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f", "logfleet.logs");
@@ -45,11 +45,10 @@ use deadpool_lapin::{Pool, PoolConfig, Runtime};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, ConnectionProperties, ExchangeKind};
-use logfleet::config::{LimitsSettings, Settings};
-use logfleet::domain::{EpisodeId, LogLevel, MessageId};
-use logfleet::message::{MessageProperties, RejectReason, decode};
-use logfleet::retry::Backoff;
-use serde::Serialize;
+use logfleet_contract::{
+    EpisodeId, LimitsSettings, LogLevel, MessageId, MessageProperties, RejectReason, WireLog,
+    decode,
+};
 use serde_json::{Map, Value};
 use tokio::task::JoinHandle;
 
@@ -153,10 +152,11 @@ impl ProducerConfig {
         }
     }
 
-    /// Defaults for a fleet's settings: its broker URL, `{prefix}.logs` and its limits.
-    pub fn from_settings(s: &Settings) -> Self {
-        let mut c = Self::new(s.amqp.url.clone(), format!("{}.logs", s.amqp.prefix));
-        c.limits = s.limits.clone();
+    /// Defaults for a fleet: its broker URL, its exchange prefix (`amqp.prefix`: the
+    /// exchange is `{prefix}.logs`) and its published limits.
+    pub fn for_fleet(amqp_url: impl Into<String>, prefix: &str, limits: LimitsSettings) -> Self {
+        let mut c = Self::new(amqp_url, format!("{prefix}.logs"));
+        c.limits = limits;
         c
     }
 
@@ -223,20 +223,6 @@ impl Log {
         self.metadata = Some(metadata);
         self
     }
-}
-
-/// The wire form of one log inside a batch.
-#[derive(Serialize)]
-struct WireLog<'a> {
-    /// Epoch milliseconds.
-    timestamp: i64,
-    /// Lowercase level.
-    level: &'static str,
-    /// The text.
-    message: &'a str,
-    /// Omitted when absent.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<&'a Map<String, Value>>,
 }
 
 /// Counters of a producer since it was created.
@@ -420,12 +406,12 @@ impl Producer {
     /// paces a fast sender. `Ok` means buffered: only [`Producer::flush`] reports delivery.
     pub async fn send(&self, episode: &EpisodeId, log: Log) -> Result<(), ClientError> {
         let cfg = &self.inner.config;
-        let wire = serde_json::to_vec(&WireLog {
-            timestamp: log.timestamp_ms,
-            level: log.level.as_str(),
-            message: &log.message,
-            metadata: log.metadata.as_ref(),
-        })
+        let wire = serde_json::to_vec(&WireLog::new(
+            log.timestamp_ms,
+            log.level.as_str(),
+            &log.message,
+            log.metadata,
+        ))
         .map_err(|e| ClientError::Config(format!("log does not serialize: {e}")))?;
         let prefix = batch_prefix(episode);
         // The smallest message holding this log, checked with the ingest-worker's decoder.
@@ -720,6 +706,39 @@ impl Inner {
         lane.conn = Some(conn);
         lane.channel = Some(ch.clone());
         Ok(ch)
+    }
+}
+
+/// Exponential backoff with jitter between publish attempts.
+#[derive(Debug, Clone)]
+struct Backoff {
+    /// The first delay, and the one after a reset.
+    initial: Duration,
+    /// The longest delay.
+    max: Duration,
+    /// The next delay before jitter.
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            current: initial,
+        }
+    }
+
+    /// The current delay within +-12.5%, then doubled up to the cap.
+    fn next_delay(&mut self) -> Duration {
+        let jitter = 0.875 + 0.25 * (uuid::Uuid::new_v4().as_u128() % 1_000) as f64 / 1_000.0;
+        let d = self.current.mul_f64(jitter);
+        self.current = (self.current * 2).min(self.max);
+        d
+    }
+
+    fn reset(&mut self) {
+        self.current = self.initial;
     }
 }
 

@@ -15,7 +15,7 @@ use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::mongo::MongoStore;
-use crate::s3::S3ObjectStore;
+use crate::object_store::S3ObjectStore;
 
 /// Longest a readiness probe waits for one service.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);

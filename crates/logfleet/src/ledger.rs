@@ -11,8 +11,8 @@ use std::collections::HashMap;
 
 use bson::DateTime;
 
-use crate::message::LogMessage;
-use crate::model::{LedgerEntry, LogMetadata};
+use crate::contract::LogMessage;
+use crate::model::{LedgerEntry, LogMetadata, entry_size};
 
 /// The sequence range of one message in a planned batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,16 +72,16 @@ impl SequenceLedger {
             m.total_logs += n;
             m.current_logs += n;
             for log in &msg.logs {
+                let ts = DateTime::from_millis(log.timestamp_ms);
                 m.add_level_count(log.level, 1);
-                m.current_mongo_bytes += log.size;
-                m.first_log_at = Some(
-                    m.first_log_at
-                        .map_or(log.timestamp, |t| t.min(log.timestamp)),
+                m.current_mongo_bytes += entry_size(
+                    msg.episode_id.as_str(),
+                    log.level,
+                    &log.message,
+                    log.metadata_json_len,
                 );
-                m.last_log_at = Some(
-                    m.last_log_at
-                        .map_or(log.timestamp, |t| t.max(log.timestamp)),
-                );
+                m.first_log_at = Some(m.first_log_at.map_or(ts, |t| t.min(ts)));
+                m.last_log_at = Some(m.last_log_at.map_or(ts, |t| t.max(ts)));
             }
             m.recent_messages.push(LedgerEntry {
                 message_id: msg.message_id.as_str().to_owned(),
@@ -111,8 +111,8 @@ impl SequenceLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::NewLog;
     use crate::domain::{EpisodeId, LogLevel, MessageId};
-    use crate::message::NewLog;
 
     fn msg(id: &str, levels: &[LogLevel], ts: i64) -> LogMessage {
         LogMessage {
@@ -122,11 +122,11 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, &level)| NewLog {
-                    timestamp: DateTime::from_millis(ts + i as i64),
+                    timestamp_ms: ts + i as i64,
                     level,
                     message: "x".into(),
                     metadata: None,
-                    size: 10,
+                    metadata_json_len: 0,
                 })
                 .collect(),
         }
@@ -176,7 +176,12 @@ mod tests {
             ),
             (3, 1, 1)
         );
-        assert_eq!(m.current_mongo_bytes, 50);
+        // entry_size of each log: 128 + "ep" + its level + "x".
+        let sizes: i64 = [Info, Warn, Info, Info, Error]
+            .iter()
+            .map(|l| 128 + 2 + l.as_str().len() as i64 + 1)
+            .sum();
+        assert_eq!(m.current_mongo_bytes, sizes);
         assert_eq!(m.first_log_at, Some(DateTime::from_millis(50)));
         assert_eq!(m.last_log_at, Some(DateTime::from_millis(101)));
         assert_eq!(m.version, 1);

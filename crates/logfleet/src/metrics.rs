@@ -184,7 +184,7 @@ pub struct QueryMetrics {
     pub requests: IntCounterVec,
     /// Time to the response head, by route template.
     pub request_seconds: prometheus::HistogramVec,
-    /// Chunk cache figures, copied from [`crate::chunk_cache::CacheStats`] at each scrape.
+    /// Chunk cache figures, copied from [`crate::query::CacheStats`] at each scrape.
     pub cache_bytes: IntGauge,
     pub cache_entries: IntGauge,
     pub cache_hits: IntCounter,
@@ -200,7 +200,7 @@ pub struct QueryMetrics {
 
 impl QueryMetrics {
     /// Brings the cache figures up to `s` (counters only ever move forward).
-    pub fn observe_cache(&self, s: &crate::chunk_cache::CacheStats) {
+    pub fn observe_cache(&self, s: &crate::query::CacheStats) {
         let _one = self.scrape.lock().expect("not poisoned");
         self.cache_bytes.set(s.bytes as i64);
         self.cache_entries.set(s.entries as i64);

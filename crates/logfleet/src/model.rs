@@ -39,6 +39,34 @@ pub fn entry_size(
         + metadata_json_len as i64
 }
 
+/// Length of the compact JSON of metadata, without building it: metadata only ever holds what
+/// JSON can (objects, arrays, strings, numbers, booleans, null), which serializes straight from
+/// BSON to the same bytes as `crate::chunk::metadata_to_json` (a unit test checks it).
+pub fn metadata_json_len(doc: &Document) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    serde_json::to_writer(&mut c, doc)
+        .map(|()| c.0)
+        .unwrap_or(0)
+}
+
+/// A producer's metadata (a JSON object, keys in the order sent) as the BSON document a
+/// LogEntry stores; [`crate::chunk::metadata_to_json`] turns it back into the same JSON.
+pub fn metadata_to_bson(
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Document, bson::ser::Error> {
+    bson::to_document(map)
+}
+
 /// One log line in MongoDB (collection `LogEntry`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -57,12 +85,28 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
+    /// The entry an ingest-worker stores for a decoded log given sequence number `seq`.
+    pub fn from_new_log(
+        episode_id: &EpisodeId,
+        log: &crate::contract::NewLog,
+        sequence_number: i64,
+        created_at: DateTime,
+    ) -> Result<Self, bson::ser::Error> {
+        Ok(Self {
+            id: ObjectId::new(),
+            episode_id: episode_id.clone(),
+            timestamp: DateTime::from_millis(log.timestamp_ms),
+            level: log.level,
+            message: log.message.clone(),
+            metadata: log.metadata.as_ref().map(metadata_to_bson).transpose()?,
+            sequence_number,
+            created_at,
+        })
+    }
+
     /// [`entry_size`] of this entry.
     pub fn size(&self) -> i64 {
-        let meta_len = self
-            .metadata
-            .as_ref()
-            .map_or(0, crate::chunk::metadata_json_len);
+        let meta_len = self.metadata.as_ref().map_or(0, metadata_json_len);
         entry_size(
             self.episode_id.as_str(),
             self.level,

@@ -177,7 +177,7 @@ fn query_error(e: QueryError) -> Response {
                 "storage is unavailable; retry later",
             )
         }
-        QueryError::Chunk(_) | QueryError::Inconsistent(_) => {
+        QueryError::Chunk(_) | QueryError::Inconsistent(_) | QueryError::Injected(_) => {
             tracing::error!(error = %e, "read failed");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -3,15 +3,10 @@
 
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-
-/// Header carrying the reason a message was dead-lettered by a worker.
-pub const REASON_HEADER: &str = "x-logfleet-reason";
-/// Header carrying when it was dead-lettered (RFC 3339).
-pub const FAILED_AT_HEADER: &str = "x-logfleet-failed-at";
-/// Header carrying the queue it was consumed from.
-pub const SOURCE_QUEUE_HEADER: &str = "x-logfleet-source-queue";
-/// Header carrying the routing key it was published with (the episodeId), for replay.
-pub const ROUTING_KEY_HEADER: &str = "x-logfleet-routing-key";
+use logfleet_contract::headers::{
+    FAILED_AT_HEADER, HISTORY_HEADER, MAX_HISTORY, REASON_HEADER, REPLAY_RUN_HEADER,
+    REPLAYS_HEADER, ROUTING_KEY_HEADER, SOURCE_QUEUE_HEADER,
+};
 
 /// Copies a delivery's properties and adds the dead-letter headers, for a republish to a DLX.
 pub fn dead_letter_properties(
@@ -54,16 +49,6 @@ pub fn header_str(props: &BasicProperties, name: &str) -> Option<String> {
         _ => None,
     }
 }
-
-/// Header counting how often a dead letter was replayed (`logctl dlq replay`), an integer.
-pub const REPLAYS_HEADER: &str = "x-logfleet-replays";
-/// Header keeping earlier dead-letterings of a replayed message: an array of tables
-/// `{reason, failed-at, source-queue, replayed-at}`, oldest first, at most [`MAX_HISTORY`].
-pub const HISTORY_HEADER: &str = "x-logfleet-history";
-/// Header naming the replay run that last republished a message.
-pub const REPLAY_RUN_HEADER: &str = "x-logfleet-replay-run";
-/// Most entries kept in [`HISTORY_HEADER`] (the count in [`REPLAYS_HEADER`] goes on).
-pub const MAX_HISTORY: usize = 20;
 
 /// A header's value as an integer, if it is one of AMQP's integer types.
 pub fn header_i64(props: &BasicProperties, name: &str) -> Option<i64> {

@@ -32,12 +32,12 @@ use lapin::{Channel, Connection, ConnectionProperties};
 use crate::config::AmqpSettings;
 use crate::retry::Backoff;
 
-pub use dead_letter::{
+pub use dead_letter::{dead_letter_properties, header_i64, header_str, replay_properties};
+pub use logfleet_contract::headers::{
     FAILED_AT_HEADER, HISTORY_HEADER, MAX_HISTORY, REASON_HEADER, REPLAY_RUN_HEADER,
-    REPLAYS_HEADER, ROUTING_KEY_HEADER, SOURCE_QUEUE_HEADER, dead_letter_properties, header_i64,
-    header_str, replay_properties,
+    REPLAYS_HEADER, ROUTING_KEY_HEADER, SOURCE_QUEUE_HEADER,
 };
-pub use publisher::ConfirmedPublisher;
+pub use publisher::{ConfirmedPublisher, request_archive};
 pub use topology::Topology;
 
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,8 @@
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
-use super::AmqpError;
+use super::{AmqpError, Topology};
+use crate::contract::{ArchiveKind, ArchiveRequest, EpisodeId};
 
 /// A channel in confirm mode: every publish returns only once the broker has the message.
 #[derive(Clone, Debug)]
@@ -64,4 +65,23 @@ impl ConfirmedPublisher {
     pub fn channel(&self) -> &Channel {
         &self.channel
     }
+}
+
+/// Publishes an archive request for `ep` (with confirm): the ingest-worker's threshold events,
+/// `logctl archive flush`.
+pub async fn request_archive(
+    publisher: &ConfirmedPublisher,
+    topology: &Topology,
+    ep: &EpisodeId,
+    kind: ArchiveKind,
+) -> Result<(), AmqpError> {
+    let body = serde_json::to_vec(&ArchiveRequest {
+        episode_id: ep.clone(),
+        kind,
+    })
+    .expect("an ArchiveRequest serializes");
+    let id = uuid::Uuid::new_v4().to_string();
+    publisher
+        .publish_json(&topology.archive_exchange, ep.as_str(), &body, Some(&id))
+        .await
 }

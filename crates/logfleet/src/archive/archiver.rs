@@ -7,16 +7,18 @@ use bson::DateTime;
 use bson::oid::ObjectId;
 use futures::TryStreamExt;
 
-use crate::chunk::{ChunkWriter, EncodedChunk, chunk_key};
+use crate::chunk::{ChunkError, ChunkWriter, EncodedChunk, chunk_key};
 use crate::config::{ArchiveSettings, Settings};
 use crate::domain::EpisodeId;
 use crate::metrics::ArchiveMetrics;
-use crate::model::{LogChunk, LogMetadata};
+use crate::model::{LogChunk, LogEntry, LogMetadata};
 use crate::mongo::lease::{LeaseGrant, holds_lease, lease_until};
 use crate::mongo::{Decision, MongoError, MongoStore, RecordedChunk};
-use crate::s3::{ObjectStore, put_verified};
+use crate::object_store::{ObjectStore, put_verified};
 
-use super::{ArchiveError, ArchiveKind, ArchiveStep};
+use super::ArchiveError;
+use crate::contract::ArchiveKind;
+use crate::faults::{FaultPoint, Faults};
 
 /// What one call of [`ChunkArchiver::archive_episode`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,8 @@ pub struct ChunkArchiver<S: ObjectStore> {
     pub(super) key_prefix: String,
     /// Instance id written into the lease; tells this worker's locks from others'.
     pub(super) owner: String,
-    pub(super) stop_after: Option<ArchiveStep>,
+    /// Fault hooks (tests; see [`crate::faults`]).
+    pub(super) faults: Faults,
     /// Episodes this process is archiving now: the sweep and the event consumer share one lease
     /// owner, so they must not run on the same episode at once.
     pub(super) running: std::sync::Mutex<std::collections::HashSet<EpisodeId>>,
@@ -58,6 +61,9 @@ impl Drop for RunningGuard<'_> {
     }
 }
 
+/// Entries handed to the chunk writer's thread at a time.
+const BUILD_BATCH: usize = 1_000;
+
 impl<S: ObjectStore> ChunkArchiver<S> {
     pub fn new(store: MongoStore, objects: S, settings: &Settings, owner: String) -> Self {
         Self {
@@ -66,15 +72,16 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             settings: settings.archive.clone(),
             key_prefix: settings.s3.key_prefix.clone(),
             owner,
-            stop_after: None,
+            faults: Faults::default(),
             running: Default::default(),
             metrics: Arc::default(),
         }
     }
 
-    /// Makes every run stop (as if the process died, lock left held) after `step`.
-    pub fn stop_after(mut self, step: Option<ArchiveStep>) -> Self {
-        self.stop_after = step;
+    /// Installs fault hooks (tests; see [`crate::faults`]). A crash at an archive point leaves
+    /// the lock held, as a dead process would.
+    pub fn with_faults(mut self, faults: Faults) -> Self {
+        self.faults = faults;
         self
     }
 
@@ -111,7 +118,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             Ok(ArchiveOutcome::Busy) => "busy",
             Ok(ArchiveOutcome::Unknown) => "unknown",
             Ok(ArchiveOutcome::Gap { .. }) => "gap",
-            Err(ArchiveError::Stopped(_)) => "stopped",
+            Err(ArchiveError::Injected(_)) => "stopped",
             Err(_) => "error",
         };
         self.metrics.runs.with_label_values(&[outcome]).inc();
@@ -143,7 +150,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             }
         };
         let result = self.archive_locked(meta, kind).await;
-        if matches!(result, Err(ArchiveError::Stopped(_))) {
+        if matches!(result, Err(ArchiveError::Injected(_))) {
             return result;
         }
         if let Err(e) = self.store.release_archive_lease(ep, &self.owner).await {
@@ -172,14 +179,6 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         updated
             .map(|u| u.metadata)
             .ok_or_else(|| ArchiveError::LeaseLost(ep.clone()))
-    }
-
-    fn stop_point(&self, step: ArchiveStep) -> Result<(), ArchiveError> {
-        if self.stop_after == Some(step) {
-            tracing::warn!(?step, "fault plan: stopping here");
-            return Err(ArchiveError::Stopped(step));
-        }
-        Ok(())
     }
 
     async fn archive_locked(
@@ -234,9 +233,9 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             put_verified(&self.objects, &key, encoded.bytes.clone()).await?;
             upload.observe_duration();
             self.metrics.chunk_bytes.observe(size_bytes as f64);
-            self.stop_point(ArchiveStep::AfterUpload)?;
+            self.faults.at(FaultPoint::ArchiveAfterUpload).await?;
             self.record_chunk(&ep, chunk_number, &encoded, &key).await?;
-            self.stop_point(ArchiveStep::AfterLogChunk)?;
+            self.faults.at(FaultPoint::ArchiveAfterLogChunk).await?;
             let lease = self.lease_until();
             meta = self
                 .update_locked(&ep, |m| {
@@ -254,7 +253,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
                     Ok(())
                 })
                 .await?;
-            self.stop_point(ArchiveStep::AfterMetadata)?;
+            self.faults.at(FaultPoint::ArchiveAfterMetadata).await?;
             self.store
                 .delete_entries_below(&ep, meta.archived_logs)
                 .await?;
@@ -279,19 +278,59 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             .store
             .entries_in_range(ep, start, start + count)
             .await?;
-        let mut writer = ChunkWriter::new(self.settings.gzip_level)
-            .with_member_bytes(self.settings.member_bytes);
-        while let Some(entry) = cursor.try_next().await.map_err(MongoError::from)? {
-            let expected = start + writer.len();
-            if entry.sequence_number != expected {
-                return Ok(Err(expected));
+        // Serializing and compressing is CPU work: it runs on a blocking thread (the writer's
+        // own pool compresses sealed members beside it), fed entries in batches through a
+        // bounded channel, so the async threads only read from MongoDB.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<LogEntry>>(4);
+        let (level, member_bytes) = (self.settings.gzip_level, self.settings.member_bytes);
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut w = ChunkWriter::new(level).with_member_bytes(member_bytes);
+            while let Some(batch) = rx.blocking_recv() {
+                for e in &batch {
+                    w.push(e)?;
+                }
             }
-            writer.push(&entry)?;
+            Ok::<_, ChunkError>((w.len(), w))
+        });
+        let mut next = start;
+        let mut batch = Vec::with_capacity(BUILD_BATCH);
+        let mut gap = None;
+        while let Some(entry) = cursor.try_next().await.map_err(MongoError::from)? {
+            if entry.sequence_number != next {
+                gap = Some(next);
+                break;
+            }
+            next += 1;
+            batch.push(entry);
+            if batch.len() == BUILD_BATCH
+                && tx
+                    .send(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(BUILD_BATCH),
+                    ))
+                    .await
+                    .is_err()
+            {
+                break;
+            }
         }
-        if writer.len() < count {
-            return Ok(Err(start + writer.len()));
+        if !batch.is_empty() {
+            let _ = tx.send(batch).await;
         }
-        Ok(Ok(writer.finish()?))
+        drop(tx);
+        let (written, w) = writer
+            .await
+            .map_err(|e| ChunkError::Io(std::io::Error::other(e)))??;
+        if let Some(at) = gap {
+            return Ok(Err(at));
+        }
+        if written < count {
+            return Ok(Err(start + written));
+        }
+        let encoded = tokio::task::spawn_blocking(move || w.finish())
+            .await
+            .map_err(|e| ChunkError::Io(std::io::Error::other(e)))??;
+        Ok(Ok(encoded))
     }
 
     /// Writes the LogChunk record. A record for this number left by a run that died before its

@@ -29,11 +29,12 @@ use crate::amqp::{AmqpError, Topology};
 use crate::chunk::ChunkError;
 use crate::config::Settings;
 use crate::domain::EpisodeId;
+use crate::faults::{Faults, InjectedFault};
 use crate::health::{self, HttpListen, Readiness};
 use crate::metrics::ArchiveMetrics;
 use crate::mongo::{MongoError, MongoStore};
+use crate::object_store::{S3ObjectStore, StoreError};
 use crate::retry::{Backoff, Verdict};
-use crate::s3::{S3ObjectStore, StoreError};
 
 mod archiver;
 mod requests;
@@ -42,8 +43,8 @@ mod sweep;
 use requests::consume_events;
 use sweep::sweep_loop;
 
+pub use crate::contract::{ArchiveKind, ArchiveRequest};
 pub use archiver::{ArchiveOutcome, ChunkArchiver};
-pub use requests::{ArchiveKind, ArchiveRequest, request_archive};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -59,8 +60,8 @@ pub enum ArchiveError {
     Amqp(#[from] AmqpError),
     #[error("episode {0}: the archive lock was lost to another worker")]
     LeaseLost(EpisodeId),
-    #[error("stopped by the fault plan after {0:?}")]
-    Stopped(ArchiveStep),
+    #[error(transparent)]
+    Injected(#[from] InjectedFault),
     #[error("HTTP endpoints: {0}")]
     Http(String),
 }
@@ -77,21 +78,13 @@ impl From<mongodb::error::Error> for ArchiveError {
     }
 }
 
-/// The boundaries between the steps of archiving one chunk, where a test may stop a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArchiveStep {
-    AfterUpload,
-    AfterLogChunk,
-    AfterMetadata,
-}
-
 /// Options beyond the configuration, for tests and embedding.
 #[derive(Debug, Default)]
 pub struct ArchiveOptions {
     /// Instance id (lease owner, RabbitMQ connection name).
     pub instance: Option<String>,
-    /// Stop every run after this step, leaving the lock held (tests of crash recovery).
-    pub stop_after: Option<ArchiveStep>,
+    /// Fault hooks (tests; see [`crate::faults`]).
+    pub faults: Faults,
     /// The worker's metrics; shared with the caller so tests can read them.
     pub metrics: Arc<ArchiveMetrics>,
     /// Where `/metrics`, `/healthz` and `/readyz` listen; `None` means `archive.http_listen`.
@@ -174,8 +167,8 @@ async fn supervise(
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         )
     });
-    let mut archiver = ChunkArchiver::new(store, objects, &settings, instance.clone())
-        .stop_after(options.stop_after);
+    let mut archiver =
+        ChunkArchiver::new(store, objects, &settings, instance.clone()).with_faults(options.faults);
     archiver.metrics = options.metrics;
     let archiver = Arc::new(archiver);
     let mut sweeper = tokio::spawn(sweep_loop(
@@ -189,7 +182,7 @@ async fn supervise(
         &instance,
         &readiness,
         &cancel,
-        |e| matches!(e, ArchiveError::Stopped(_)),
+        |e| matches!(e, ArchiveError::Injected(_)),
         |conn| {
             let (archiver, settings, topology, cancel) = (
                 archiver.clone(),

@@ -8,36 +8,17 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp::{self, AmqpError, ConfirmedPublisher, Topology};
 use crate::config::{ArchiveSettings, Settings};
-use crate::domain::EpisodeId;
+use crate::object_store::ObjectStore;
 use crate::retry::Backoff;
-use crate::s3::ObjectStore;
 
 use super::{ArchiveError, ArchiveOutcome, ChunkArchiver};
-
-/// What an archive request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ArchiveKind {
-    /// Archive full chunks while `currentLogs >= archiveThreshold`.
-    Threshold,
-    /// The episode is finished: archive every full chunk, then the final partial one.
-    Flush,
-}
-
-/// Body of a message on `{prefix}.archive`: `{"episodeId": "...", "kind": "threshold"|"flush"}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ArchiveRequest {
-    pub episode_id: EpisodeId,
-    pub kind: ArchiveKind,
-}
+use crate::contract::{ArchiveKind, ArchiveRequest};
 
 pub(super) async fn consume_events<S: ObjectStore + 'static>(
     archiver: &Arc<ChunkArchiver<S>>,
@@ -108,7 +89,7 @@ pub(super) async fn consume_events<S: ObjectStore + 'static>(
     };
     stop.cancel();
     while let Some(done) = tasks.join_next().await {
-        if let Ok(Err(e @ ArchiveError::Stopped(_))) = done {
+        if let Ok(Err(e @ ArchiveError::Injected(_))) = done {
             return Err(e);
         }
     }
@@ -148,7 +129,7 @@ async fn handle_event<S: ObjectStore>(
             Ok(ArchiveOutcome::Gap { at }) => {
                 format!("sequence {at} is reserved but not written yet")
             }
-            Err(e @ ArchiveError::Stopped(_)) => return Err(e),
+            Err(e @ ArchiveError::Injected(_)) => return Err(e),
             Err(e) => {
                 tracing::warn!(episode = %ep, error = %e, "archive run failed; retrying");
                 e.to_string()
@@ -194,22 +175,4 @@ async fn dead_letter(
         .await?;
     d.acker.ack(BasicAckOptions::default()).await?;
     Ok(())
-}
-
-/// Publishes an archive request (with confirm): `logctl flush` and tests use it.
-pub async fn request_archive(
-    publisher: &ConfirmedPublisher,
-    topology: &Topology,
-    ep: &EpisodeId,
-    kind: ArchiveKind,
-) -> Result<(), AmqpError> {
-    let body = serde_json::to_vec(&ArchiveRequest {
-        episode_id: ep.clone(),
-        kind,
-    })
-    .expect("serializable");
-    let id = uuid::Uuid::new_v4().to_string();
-    publisher
-        .publish_json(&topology.archive_exchange, ep.as_str(), &body, Some(&id))
-        .await
 }

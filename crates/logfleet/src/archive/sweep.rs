@@ -8,9 +8,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ArchiveSettings;
 use crate::domain::EpisodeId;
-use crate::s3::ObjectStore;
+use crate::object_store::ObjectStore;
 
-use super::{ArchiveError, ArchiveKind, ArchiveOutcome, ChunkArchiver};
+use super::{ArchiveError, ArchiveOutcome, ChunkArchiver};
+use crate::contract::ArchiveKind;
 
 impl<S: ObjectStore> ChunkArchiver<S> {
     /// Archives every episode at or over its threshold (or with an expired lock), found through
@@ -55,7 +56,7 @@ pub(super) async fn sweep_loop<S: ObjectStore + 'static>(
         match archiver.sweep().await {
             Ok(0) => {}
             Ok(chunks) => tracing::info!(chunks, "sweep archived chunks"),
-            Err(e @ ArchiveError::Stopped(_)) => return Err(e),
+            Err(e @ ArchiveError::Injected(_)) => return Err(e),
             Err(e) => tracing::warn!(error = %e, "sweep failed; next sweep retries"),
         }
     }

@@ -4,16 +4,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bson::DateTime;
-use bson::oid::ObjectId;
 use lapin::message::Delivery;
 
-use std::sync::atomic::Ordering;
-
-use super::{IngestError, IngestStep, Worker};
+use super::{IngestError, Worker};
 use crate::amqp::{self, ConfirmedPublisher};
+use crate::contract::{self, LogMessage, MessageProperties};
 use crate::domain::EpisodeId;
+use crate::faults::FaultPoint;
 use crate::ledger::Plan;
-use crate::message::{self, LogMessage, MessageProperties};
 use crate::model::{LogEntry, LogMetadata};
 use crate::mongo::{Decision, MongoError};
 use crate::retry::Backoff;
@@ -53,7 +51,7 @@ pub(super) async fn handle_batch(
             content_type: d.properties.content_type().as_ref().map(|s| s.as_str()),
             content_encoding: d.properties.content_encoding().as_ref().map(|s| s.as_str()),
         };
-        match message::decode(&d.data, props, &worker.settings.limits) {
+        match contract::decode(&d.data, props, &worker.settings.limits) {
             Ok(m) => {
                 worker.metrics.logs_consumed.inc_by(m.logs.len() as u64);
                 valid.push(m);
@@ -100,23 +98,19 @@ pub(super) async fn handle_batch(
         match write_batch(worker, &groups, cache).await {
             Ok(events) => {
                 for ep in events {
-                    let body = serde_json::json!({"episodeId": ep.as_str(), "kind": "threshold"})
-                        .to_string();
-                    let id = uuid::Uuid::new_v4().to_string();
-                    publisher
-                        .publish_json(
-                            &worker.topology.archive_exchange,
-                            ep.as_str(),
-                            body.as_bytes(),
-                            Some(&id),
-                        )
-                        .await?;
+                    amqp::request_archive(
+                        publisher,
+                        &worker.topology,
+                        &ep,
+                        contract::ArchiveKind::Threshold,
+                    )
+                    .await?;
                     worker.metrics.threshold_events.inc();
                     tracing::info!(episode = %ep, "threshold reached: archive event published");
                 }
                 return Ok(BatchOutcome::Done);
             }
-            Err(e @ IngestError::Crashed(_)) => return Err(e),
+            Err(e @ IngestError::Injected(_)) => return Err(e),
             Err(e) => {
                 cache.clear();
                 let wait = backoff.next_delay();
@@ -156,16 +150,10 @@ async fn write_batch(
                 if !a.fresh && seq < archived {
                     continue;
                 }
-                entries.push(LogEntry {
-                    id: ObjectId::new(),
-                    episode_id: ep.clone(),
-                    timestamp: log.timestamp,
-                    level: log.level,
-                    message: log.message.clone(),
-                    metadata: log.metadata.clone(),
-                    sequence_number: seq,
-                    created_at: now,
-                });
+                entries.push(
+                    LogEntry::from_new_log(ep, log, seq, now)
+                        .map_err(|e| IngestError::Encode(e.to_string()))?,
+                );
             }
         }
         let threshold = i64::from(plan.updated.archive_threshold);
@@ -184,7 +172,7 @@ async fn write_batch(
             events.push(ep.clone());
         }
     }
-    worker.fault_point(IngestStep::AfterReserve)?;
+    worker.faults.at(FaultPoint::IngestAfterReserve).await?;
     for slice in entries.chunks(worker.settings.ingest.max_batch_logs) {
         let timer = worker.metrics.insert_seconds.start_timer();
         let out = worker.store.insert_entries(slice).await?;
@@ -192,7 +180,7 @@ async fn write_batch(
         worker.metrics.logs_inserted.inc_by(out.inserted as u64);
         worker.metrics.logs_duplicate.inc_by(out.duplicates as u64);
     }
-    worker.fault_point(IngestStep::AfterInsert)?;
+    worker.faults.at(FaultPoint::IngestAfterInsert).await?;
     // A replayed entry may have been archived and deleted between our read of archivedLogs and
     // our insert; if so, the insert brought it back and it must go again.
     for (ep, lowest) in replayed {
@@ -244,22 +232,6 @@ async fn reserve(
     let mut plan = updated.value;
     plan.updated = updated.metadata;
     Ok(plan)
-}
-
-impl Worker {
-    fn fault_point(&self, step: IngestStep) -> Result<(), IngestError> {
-        match self.fault {
-            Some(f) if f.step == step => {
-                let hits = self.fault_hits.fetch_add(1, Ordering::SeqCst) + 1;
-                if hits == f.nth {
-                    tracing::warn!(?step, "fault plan: dying here");
-                    return Err(IngestError::Crashed(step));
-                }
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
 }
 
 /// Runs `f` when dropped: keeps a gauge right however a task ends.

@@ -27,7 +27,6 @@ pub mod partition;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -39,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use crate::amqp::{AmqpError, ConfirmedPublisher, Topology};
 use crate::config::Settings;
 use crate::domain::EpisodeId;
+use crate::faults::{Faults, InjectedFault};
 use crate::health::{self, HttpListen, Readiness};
 use crate::ledger::SequenceLedger;
 use crate::metrics::IngestMetrics;
@@ -57,8 +57,10 @@ pub enum IngestError {
     Amqp(#[from] AmqpError),
     #[error("RabbitMQ consumer of {0} was cancelled by the broker")]
     ConsumerEnded(String),
-    #[error("stopped by the fault plan at {0:?}")]
-    Crashed(IngestStep),
+    #[error(transparent)]
+    Injected(#[from] InjectedFault),
+    #[error("a log does not encode as BSON: {0}")]
+    Encode(String),
     #[error("HTTP endpoints: {0}")]
     Http(String),
 }
@@ -69,29 +71,13 @@ impl From<lapin::Error> for IngestError {
     }
 }
 
-/// A point in the handling of a batch where a test may make the worker die.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IngestStep {
-    /// The ranges are reserved in LogMetadata; no entry is written yet.
-    AfterReserve,
-    /// The entries are written; the batch is not acked.
-    AfterInsert,
-}
-
-/// Makes the worker die, without acking, the `nth` time (1-based) a batch reaches `step`:
-/// its connection closes and its unacked messages go back to the queue.
-#[derive(Debug, Clone, Copy)]
-pub struct FaultPlan {
-    pub step: IngestStep,
-    pub nth: usize,
-}
-
 /// Options beyond the configuration, for tests and embedding.
 #[derive(Debug, Default)]
 pub struct IngestOptions {
     /// Name of the worker instance: RabbitMQ connection name and consumer tag prefix.
     pub instance: Option<String>,
-    pub fault: Option<FaultPlan>,
+    /// Fault hooks (tests; see [`crate::faults`]).
+    pub faults: Faults,
     /// The worker's metrics; shared with the caller so tests can read them.
     pub metrics: Arc<IngestMetrics>,
     /// Where `/metrics`, `/healthz` and `/readyz` listen; `None` means `ingest.http_listen`.
@@ -137,9 +123,8 @@ struct Worker {
     topology: Topology,
     ledger: SequenceLedger,
     instance: String,
-    fault: Option<FaultPlan>,
-    /// How many batches reached the fault plan's step so far.
-    fault_hits: AtomicUsize,
+    /// Fault hooks (tests; see [`crate::faults`]).
+    faults: Faults,
     metrics: Arc<IngestMetrics>,
     readiness: Arc<Readiness>,
 }
@@ -172,8 +157,7 @@ async fn supervise(
         },
         store,
         instance,
-        fault: options.fault,
-        fault_hits: AtomicUsize::new(0),
+        faults: options.faults,
         metrics: options.metrics,
         readiness,
         settings,
@@ -183,7 +167,7 @@ async fn supervise(
         &worker.instance,
         &worker.readiness,
         &cancel,
-        |e| matches!(e, IngestError::Crashed(_)),
+        |e| matches!(e, IngestError::Injected(_)),
         |conn| {
             let worker = worker.clone();
             let cancel = cancel.clone();

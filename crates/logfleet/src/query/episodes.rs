@@ -18,11 +18,12 @@ use std::collections::BTreeMap;
 use bson::DateTime;
 use futures::TryStreamExt;
 
-use super::{EpisodePage, EpisodeSummary, QueryError, QueryService, bad, rfc3339_ms};
+use super::{EpisodePage, EpisodeSummary, QueryError, QueryService, bad};
+use crate::chunk::rfc3339_ms;
 use crate::domain::{EpisodeId, LogLevel};
 use crate::model::LogMetadata;
 use crate::mongo::IdRange;
-use crate::s3::ObjectStore;
+use crate::object_store::ObjectStore;
 
 /// Order of the episode list.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,0 +1,202 @@
+//! Issue tests 3 and 4: an archive-worker stopped at each step boundary (after the upload,
+//! after the LogChunk record, after the LogMetadata commit) leaves a state another worker
+//! completes with nothing lost or doubled; two archive-workers on one episode archive each
+//! chunk exactly once.
+
+use std::sync::Arc;
+
+use logfleet::archive::{ArchiveError, ArchiveKind, ArchiveOptions, ArchiveOutcome, ChunkArchiver};
+use logfleet::domain::EpisodeId;
+use logfleet::faults::{CrashAt, FaultPoint, Faults, InjectedFault};
+use logfleet::ingest::IngestOptions;
+use logfleet::metrics::ArchiveMetrics;
+use logfleet::object_store::ObjectStore;
+use logfleet_testkit::{SentLog, TestEnv, batch_body, make_logs};
+
+async fn ingest_logs(env: &TestEnv, ep: &str, n: usize) -> Vec<SentLog> {
+    let logs = make_logs(ep, n, 1_764_100_000_000);
+    let ingest = env.spawn_ingest(IngestOptions::default());
+    for (i, part) in logs.chunks(25).enumerate() {
+        env.publish(ep, &batch_body(ep, part), Some(&format!("{ep}-{i}")))
+            .await;
+    }
+    env.wait_for(&format!("{ep}: {n} logs ingested"), || async {
+        env.metadata(ep)
+            .await
+            .is_some_and(|m| m.total_logs == n as i64)
+    })
+    .await;
+    ingest.stop().await.expect("ingest-worker stops cleanly");
+    logs
+}
+
+async fn stopped_after(step: FaultPoint, name: &str) {
+    let env = TestEnv::new(name, |s| {
+        s.ingest.archive_threshold = 100;
+        s.ingest.chunk_size = 100;
+        s.archive.lease_secs = 2;
+    })
+    .await;
+    let ep = "recover";
+    let logs = ingest_logs(&env, ep, 250).await;
+
+    let x = env.spawn_archive(ArchiveOptions {
+        instance: Some("archiver-x".into()),
+        faults: Faults::new(CrashAt::new(step, 1)),
+        ..Default::default()
+    });
+    let stopped = x.join.await.unwrap();
+    assert!(
+        matches!(stopped, Err(ArchiveError::Injected(InjectedFault(s))) if s == step),
+        "{stopped:?}"
+    );
+
+    // The state at the boundary is what the step left, with the lock still held.
+    let m = env.metadata(ep).await.unwrap();
+    assert!(m.is_archiving && m.archive_lease.as_ref().unwrap().owner == "archiver-x");
+    let episode = EpisodeId::parse(ep).unwrap();
+    let records = env.store.chunks_of(&episode).await.unwrap();
+    let objects = env.objects.list(&format!("logs/{ep}/")).await.unwrap();
+    let hot = env.store.count_entries_from(&episode, 0).await.unwrap();
+    match step {
+        FaultPoint::ArchiveAfterUpload => {
+            assert_eq!(
+                (objects.len(), records.len(), m.archived_logs, hot),
+                (1, 0, 0, 250)
+            );
+        }
+        FaultPoint::ArchiveAfterLogChunk => {
+            assert_eq!(
+                (objects.len(), records.len(), m.archived_logs, hot),
+                (1, 1, 0, 250)
+            );
+        }
+        FaultPoint::ArchiveAfterMetadata => {
+            assert_eq!(
+                (
+                    objects.len(),
+                    records.len(),
+                    m.archived_logs,
+                    m.total_chunks,
+                    hot
+                ),
+                (1, 1, 100, 1, 250)
+            );
+        }
+        other => panic!("no archive step: {other:?}"),
+    }
+
+    // Another worker takes the lock over once its lease runs out, and finishes.
+    let stats = Arc::new(ArchiveMetrics::default());
+    let y = env.spawn_archive(ArchiveOptions {
+        instance: Some("archiver-y".into()),
+        metrics: stats.clone(),
+        ..Default::default()
+    });
+    env.wait_for_episode(ep, 250, 2).await;
+    assert_eq!(stats.lock_takeovers.get(), 1);
+    let snap = env.snapshot(ep).await;
+    snap.assert_exact(&logs);
+    assert_eq!(snap.hot.len(), 50);
+    let in_order: Vec<_> = snap.all_logs().into_iter().map(|l| l.log).collect();
+    assert!(in_order == logs, "order kept");
+    y.stop().await.expect("clean stop");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archive_stopped_after_upload_is_completed_by_another_worker() {
+    stopped_after(FaultPoint::ArchiveAfterUpload, "stop-upload").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archive_stopped_after_logchunk_is_completed_by_another_worker() {
+    stopped_after(FaultPoint::ArchiveAfterLogChunk, "stop-logchunk").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archive_stopped_after_metadata_is_completed_by_another_worker() {
+    stopped_after(FaultPoint::ArchiveAfterMetadata, "stop-metadata").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_archivers_racing_on_one_episode_archive_each_chunk_once() {
+    let env = TestEnv::new("lock-race", |s| {
+        s.ingest.archive_threshold = 100;
+        s.ingest.chunk_size = 100;
+    })
+    .await;
+    let ep = "contended";
+    let logs = ingest_logs(&env, ep, 1_000).await;
+    let episode = EpisodeId::parse(ep).unwrap();
+    // Two archivers in this process, racing directly on the lock, round after round.
+    let a = ChunkArchiver::new(
+        env.store.clone(),
+        env.objects.clone(),
+        &env.settings,
+        "racer-a".into(),
+    );
+    let b = ChunkArchiver::new(
+        env.store.clone(),
+        env.objects.clone(),
+        &env.settings,
+        "racer-b".into(),
+    );
+    let mut chunks = 0;
+    for _ in 0..20 {
+        let (ra, rb) = tokio::join!(
+            a.archive_episode(&episode, ArchiveKind::Threshold),
+            b.archive_episode(&episode, ArchiveKind::Threshold)
+        );
+        for r in [ra.unwrap(), rb.unwrap()] {
+            match r {
+                ArchiveOutcome::Done { chunks: c, .. } => chunks += c,
+                ArchiveOutcome::Busy => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(chunks, 10, "every chunk committed exactly once");
+    assert_eq!(
+        a.metrics.chunks_written.get() + b.metrics.chunks_written.get(),
+        10
+    );
+    let snap = env.snapshot(ep).await;
+    snap.assert_exact(&logs);
+    assert_eq!(snap.chunks.len(), 10);
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_archive_workers_and_live_ingest_archive_each_chunk_once() {
+    let env = TestEnv::new("two-workers", |s| {
+        s.ingest.archive_threshold = 100;
+        s.ingest.chunk_size = 100;
+    })
+    .await;
+    let ep = "shared";
+    let (sa, sb) = (
+        Arc::new(ArchiveMetrics::default()),
+        Arc::new(ArchiveMetrics::default()),
+    );
+    let wa = env.spawn_archive(ArchiveOptions {
+        instance: Some("archiver-a".into()),
+        metrics: sa.clone(),
+        ..Default::default()
+    });
+    let wb = env.spawn_archive(ArchiveOptions {
+        instance: Some("archiver-b".into()),
+        metrics: sb.clone(),
+        ..Default::default()
+    });
+    let logs = ingest_logs(&env, ep, 1_230).await;
+    env.wait_for_episode(ep, 1_230, 12).await;
+    let written = sa.chunks_written.get() + sb.chunks_written.get();
+    assert_eq!(written, 12, "each chunk committed by exactly one worker");
+    let snap = env.snapshot(ep).await;
+    snap.assert_exact(&logs);
+    assert_eq!(snap.hot.len(), 30);
+    wa.stop().await.expect("clean stop");
+    wb.stop().await.expect("clean stop");
+    env.cleanup().await;
+}
