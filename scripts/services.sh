@@ -5,6 +5,7 @@
 #     FerretDB v1.24.2 on SQLite, 127.0.0.1:27018 (built once from tools/ferretdb with Go),
 #     nx-27017 0.8.1 on SQLite, 127.0.0.1:27017 (a Python package, in a virtualenv),
 #   S3-protocol server s3s-fs on 127.0.0.1:8014 (access key / secret key from S3_ACCESS_KEY / S3_SECRET_KEY, defaults K/S).
+# Also installs (when missing) Debian's chromium and chromium-driver for the viewer's browser tests.
 # Idempotent: a service that already answers is left alone. Prints the environment to export;
 # MONGODB_URI points at the server named by LOGFLEET_MONGO (ferretdb, the default, or nx).
 #   scripts/services.sh                  install and start (the default)
@@ -135,6 +136,12 @@ if ! answers 8014; then
   nohup s3s-fs --host 127.0.0.1 --port 8014 --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" "$state/s3" \
     >"$state/s3s-fs.log" 2>&1 &
   wait_port 8014 s3
+fi
+
+# --- Chromium, for the viewer's browser tests (tests/viewer.rs): a tool, not a service ------
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  log "installing chromium and chromium-driver (the viewer's browser tests)"
+  apt_install chromium chromium-driver
 fi
 
 cat <<ENV

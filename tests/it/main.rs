@@ -16,3 +16,4 @@ mod observability;
 mod producer;
 mod query;
 mod storage;
+mod viewer;

@@ -5,12 +5,14 @@
 //! - [`router`]: the routes, over a shared [`QueryService`].
 //! - `params`: query-string parsing into the library's validated types (400 on anything wrong).
 //! - [`openapi`]: the OpenAPI 3.0 document served at `/openapi.json`.
+//! - [`viewer`]: the episode viewer (HTML, CSS, ES modules compiled into the binary) at `/`.
 //!
 //! Routes (JSON unless said otherwise; every `/v1` route needs `Authorization: Bearer TOKEN`
 //! when `query.bearer_token` is set):
 //! - `GET /healthz`, `GET /readyz` (MongoDB answers), `GET /openapi.json`, `GET /metrics`
 //!   (Prometheus: requests by route template and status, latency by route)
-//! - `GET /v1/episodes?cursor&limit`
+//! - `GET /` and `GET /assets/{file}`: the viewer, never behind auth (its API calls are)
+//! - `GET /v1/episodes?prefix&sort&cursor&limit`
 //! - `GET /v1/episodes/{episodeId}/stats`, `GET /v1/episodes/{episodeId}/chunks?cursor&limit`
 //! - `GET /v1/episodes/{episodeId}/logs?order&cursor&limit&seq&time&level&contains`; with
 //!   `follow=true` (and `backlog=N`), an NDJSON stream of new logs as they are written
@@ -21,6 +23,7 @@
 
 pub mod openapi;
 mod params;
+pub mod viewer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,7 +37,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use logfleet::config::Settings;
 use logfleet::domain::EpisodeId;
-use logfleet::query::{ExportFormat, QueryError, QueryService};
+use logfleet::query::{
+    EpisodeListQuery, EpisodeSort, ExportFormat, QueryError, QueryService, parse_episode_prefix,
+};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -107,6 +112,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(|| async { axum::Json(openapi::document()) }),
         )
         .merge(v1)
+        .merge(viewer::router())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             error(
@@ -234,22 +240,30 @@ fn episode_id(raw: &str) -> Result<EpisodeId, Response> {
 }
 
 async fn episodes(State(st): State<Arc<AppState>>, Query(q): Query<Vec<(String, String)>>) -> Res {
-    let p = Params::new(q, &["cursor", "limit"]).map_err(query_error)?;
-    let cursor = p
-        .one("cursor")
-        .map_err(query_error)?
-        .map(|c| EpisodeId::parse(c).map_err(|e| QueryError::BadRequest(format!("cursor: {e}"))))
-        .transpose()
-        .map_err(query_error)?;
+    let p = Params::new(q, &["cursor", "limit", "prefix", "sort"]).map_err(query_error)?;
     let limit = st
         .svc
         .page_size(p.usize("limit").map_err(query_error)?)
         .map_err(query_error)?;
-    let page = st
-        .svc
-        .episodes(cursor.as_ref(), limit)
-        .await
-        .map_err(query_error)?;
+    let query = EpisodeListQuery {
+        prefix: p
+            .one("prefix")
+            .map_err(query_error)?
+            .filter(|v| !v.is_empty())
+            .map(parse_episode_prefix)
+            .transpose()
+            .map_err(query_error)?,
+        sort: p
+            .one("sort")
+            .map_err(query_error)?
+            .map(EpisodeSort::parse)
+            .transpose()
+            .map_err(query_error)?
+            .unwrap_or_default(),
+        cursor: p.one("cursor").map_err(query_error)?.map(str::to_owned),
+        limit,
+    };
+    let page = st.svc.list_episodes(&query).await.map_err(query_error)?;
     Ok(axum::Json(page).into_response())
 }
 

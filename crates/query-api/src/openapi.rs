@@ -130,7 +130,8 @@ pub fn document() -> Value {
                     "nextCursor": {"type": "integer", "nullable": true}}},
                 "EpisodeSummary": {"type": "object", "properties": {
                     "episodeId": {"type": "string"}, "totalLogs": {"type": "integer"}, "currentLogs": {"type": "integer"},
-                    "archivedLogs": {"type": "integer"}, "totalChunks": {"type": "integer"}, "firstLogAt": odt, "lastLogAt": odt}},
+                    "archivedLogs": {"type": "integer"}, "totalChunks": {"type": "integer"}, "firstLogAt": odt, "lastLogAt": odt,
+                    "levelCounts": {"type": "object", "additionalProperties": {"type": "integer"}}}},
                 "EpisodePage": {"type": "object", "properties": {
                     "episodes": {"type": "array", "items": {"$ref": "#/components/schemas/EpisodeSummary"}},
                     "nextCursor": {"type": "string", "nullable": true}}}
@@ -140,8 +141,14 @@ pub fn document() -> Value {
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
             "/readyz": {"get": {"summary": "Readiness: MongoDB answers", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.0"}}}},
-            "/v1/episodes": {"get": {"summary": "Episodes, by id", "security": [{"bearer": []}],
-                "parameters": [param("cursor", "Episode id the page starts at (a page's nextCursor).", json!({"type": "string"})), limit.clone()],
+            "/": {"get": {"summary": "The episode viewer (HTML; its scripts and styles are under /assets/). Open without auth; it asks for the token when the API needs one.",
+                "responses": {"200": {"description": "HTML page", "content": {"text/html": {}}}}}},
+            "/v1/episodes": {"get": {"summary": "Episodes, by id or by latest log, optionally those whose id starts with a prefix", "security": [{"bearer": []}],
+                "parameters": [
+                    param("prefix", "Only episodes whose id starts with this (case-sensitive).", json!({"type": "string", "maxLength": 128})),
+                    param("sort", "id: ascending episode id. lastLogAt: latest log first (ties by id), then the episodes without logs, by id.", json!({"type": "string", "enum": ["id", "lastLogAt"], "default": "id"})),
+                    param("cursor", "Where the page starts: a page's nextCursor for the same sort (with sort=id, an episode id).", json!({"type": "string"})),
+                    limit.clone()],
                 "responses": with_errors(json!({"200": ok("EpisodePage")}))}},
             "/v1/episodes/{episodeId}/stats": {"get": {"summary": "An episode's statistics (LogMetadata)", "security": [{"bearer": []}],
                 "parameters": [episode_path()], "responses": with_errors(json!({"200": ok("EpisodeStats")}))}},

@@ -116,6 +116,12 @@ pub(super) fn log_metadata() -> Vec<IndexSpec> {
         IndexSpec::new("currentLogs", doc! {"currentLogs": 1}, false),
         // The archive sweep reads only the episodes flagged for it.
         IndexSpec::new("sweepDue", doc! {"sweepDue": 1}, false),
+        // The episode list by latest log (query-api's viewer).
+        IndexSpec::new(
+            "lastLogAt_episodeId",
+            doc! {"lastLogAt": -1, "episodeId": 1},
+            false,
+        ),
     ]
 }
 

@@ -8,6 +8,8 @@
 //! - [`chunks`]: LogChunk: record a chunk, committed chunks, the chunks a read opens, touch;
 //! - [`metadata`]: LogMetadata: read, create, [`MongoStore::update_metadata`] (the one
 //!   compare-and-set loop), the episode list and the sweep's query;
+//! - `episode_list`: LogMetadata read for the episode list by id range or latest log (query-api's
+//!   viewer);
 //! - [`lease`]: the archive lock (`isArchiving` + `archiveLease`): acquire, renew, release,
 //!   describe;
 //! - [`indexes`]: the schema's indexes and how they compare with what exists.
@@ -20,6 +22,7 @@
 
 mod chunks;
 mod entries;
+mod episode_list;
 mod epochs;
 mod indexes;
 pub mod lease;
@@ -41,6 +44,7 @@ use crate::retry::TimedOut;
 
 pub use chunks::{ChunkRange, RecordedChunk};
 pub use entries::{HotRange, InsertOutcome, Refused};
+pub use episode_list::IdRange;
 pub use metadata::{Decision, Updated};
 
 /// MongoDB's duplicate-key error code.

@@ -30,10 +30,12 @@
 //!
 //! Layout: [`params`] (requests, parsed at the edge), [`types`] (responses), [`read`] (a page:
 //! the hot/cold merge and the hot read), [`cold`] (the archived tier: chunks, members, touch),
-//! [`follow`], [`export`], and [`cache`] (the byte-bounded chunk cache).
+//! [`follow`], [`export`], [`cache`] (the byte-bounded chunk cache), and `episodes` (the episode
+//! list by id or latest log, with an id prefix: [`QueryService::list_episodes`]).
 
 pub mod cache;
 mod cold;
+mod episodes;
 mod export;
 mod follow;
 pub mod params;
@@ -56,6 +58,7 @@ use crate::object_store::{ObjectStore, S3ObjectStore, StoreError};
 
 pub use crate::chunk::LogRecord;
 pub use cache::{CacheStats, ChunkCache};
+pub use episodes::{EpisodeListQuery, EpisodeSort, parse_episode_prefix};
 pub use params::{
     ExportFormat, LogFilter, LogQuery, Order, SeqRange, TimeRange, parse_instant, parse_levels,
     parse_seq_range, parse_time_range,
@@ -235,6 +238,7 @@ impl<S: ObjectStore> QueryService<S> {
                     total_chunks: m.total_chunks,
                     first_log_at: m.first_log_at.map(rfc3339_ms),
                     last_log_at: m.last_log_at.map(rfc3339_ms),
+                    level_counts: episodes::level_counts(m),
                 })
                 .collect(),
             next_cursor,

@@ -165,15 +165,18 @@ pub struct EpisodeSummary {
     pub first_log_at: Option<String>,
     /// Latest log timestamp.
     pub last_log_at: Option<String>,
+    /// Logs per level (only the levels seen).
+    #[serde(default)]
+    pub level_counts: BTreeMap<String, i64>,
 }
 
-/// A page of the episode list, by episode id.
+/// A page of the episode list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EpisodePage {
-    /// Episodes, by id.
+    /// Episodes, in the order asked for (by id unless said otherwise).
     pub episodes: Vec<EpisodeSummary>,
-    /// The episode id the next page starts at; absent at the end.
+    /// Where the next page starts (for the order by id: its first episode id); absent at the end.
     pub next_cursor: Option<String>,
 }
 
