@@ -1,5 +1,5 @@
 //! Issue tests 3 and 4: an archive-worker stopped at each step boundary (after the upload,
-//! after the LogChunk record, after the LogMetadata commit) leaves a state another worker
+//! after the LogMetadata commit, after the LogChunk record) leaves a state another worker
 //! completes with nothing lost or doubled; two archive-workers on one episode archive each
 //! chunk exactly once.
 
@@ -65,13 +65,21 @@ async fn stopped_after(step: FaultPoint, name: &str) {
                 (1, 0, 0, 250)
             );
         }
-        FaultPoint::ArchiveAfterLogChunk => {
-            assert_eq!(
-                (objects.len(), records.len(), m.archived_logs, hot),
-                (1, 1, 0, 250)
-            );
-        }
+        // The commit names the chunk in `pendingChunk`; its record comes after.
         FaultPoint::ArchiveAfterMetadata => {
+            assert_eq!(
+                (
+                    objects.len(),
+                    records.len(),
+                    m.archived_logs,
+                    m.total_chunks,
+                    hot
+                ),
+                (1, 0, 100, 1, 250)
+            );
+            assert_eq!(m.pending_chunk.as_ref().unwrap().src, objects[0]);
+        }
+        FaultPoint::ArchiveAfterLogChunk => {
             assert_eq!(
                 (
                     objects.len(),
@@ -82,6 +90,7 @@ async fn stopped_after(step: FaultPoint, name: &str) {
                 ),
                 (1, 1, 100, 1, 250)
             );
+            assert!(m.pending_chunk.is_some(), "cleared only after the deletes");
         }
         other => panic!("no archive step: {other:?}"),
     }

@@ -33,10 +33,12 @@ async fn bad_messages_are_dead_lettered_with_a_reason_and_good_ones_flow() {
         ("bad-utf8", "dlq-ep", b"{\"episodeId\":\"dlq-ep\",\"message\":\"\xff\"}".to_vec(), json_props("bad-utf8"), "UTF-8"),
         ("bad-missing", "dlq-ep", br#"{"episodeId":"dlq-ep","level":"info","message":"m"}"#.to_vec(), json_props("bad-missing"), "timestamp"),
         // Another episode's routing key: through another partition, its order would be lost.
-        ("bad-routing", "other-ep", br#"{"episodeId":"dlq-ep","timestamp":1,"level":"info","message":"m"}"#.to_vec(), json_props("bad-routing"), "is not the body's episodeId"),
+        ("bad-routing", "other-ep", br#"{"episodeId":"dlq-ep","timestamp":1,"level":"info","message":"routed elsewhere"}"#.to_vec(), json_props("bad-routing"), "is not the body's episodeId"),
         ("bad-no-id", "dlq-ep", br#"{"episodeId":"dlq-ep","timestamp":2,"level":"info","message":"no id"}"#.to_vec(), BasicProperties::default().with_content_type("application/json".into()), "message_id is missing"),
         ("bad-dotted-key", "dlq-ep", br#"{"episodeId":"dlq-ep","timestamp":3,"level":"info","message":"m","metadata":{"lr.base":0.1}}"#.to_vec(), json_props("bad-dotted-key"), "'.'"),
     ];
+    let bodies: std::collections::HashSet<_> = bad.iter().map(|b| &b.2).collect();
+    assert_eq!(bodies.len(), bad.len(), "each bad body is told apart by its bytes");
     let good = make_logs("dlq-good", 300, 1_764_200_000_000);
     for (i, part) in good.chunks(20).enumerate() {
         env.publish(

@@ -21,10 +21,12 @@ pub enum FaultPoint {
     ArchiveAfterBuild,
     /// Archive: the chunk object is uploaded, nothing recorded.
     ArchiveAfterUpload,
-    /// Archive: the LogChunk record is written, LogMetadata not committed.
-    ArchiveAfterLogChunk,
-    /// Archive: LogMetadata is committed, archived entries not deleted.
+    /// Archive: LogMetadata is committed (the chunk named in `pendingChunk`), its LogChunk
+    /// record not yet written.
     ArchiveAfterMetadata,
+    /// Archive: the LogChunk record is written; archived entries not deleted, `pendingChunk`
+    /// not cleared.
+    ArchiveAfterLogChunk,
     /// Read path: between a page's first LogMetadata read and its hot read.
     QueryBeforeHotRead,
 }

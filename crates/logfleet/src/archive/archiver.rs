@@ -328,8 +328,8 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         let ep = meta.episode_id.clone();
         if let Some(pending) = &meta.pending_chunk {
             self.record_chunk(pending).await?;
+            self.faults.at(FaultPoint::ArchiveAfterLogChunk).await?;
         }
-        self.faults.at(FaultPoint::ArchiveAfterLogChunk).await?;
         let below = meta.archived_logs;
         let records = match records {
             Some(r) => r,

@@ -2,7 +2,8 @@
 //!
 //! The order is what makes a batch safe to repeat and safe against a stalled worker:
 //!
-//! 1. decode every delivery; an invalid one is dead-lettered with its reason (confirmed);
+//! 1. decode every delivery; an invalid one is dead-lettered with its reason (confirmed) and
+//!    acked at once, so a crash later in the batch does not dead-letter it a second time;
 //! 2. look up what the store holds of the messages (by their first entry's `_id`, then the
 //!    archived messages' records) and number each episode's messages ([`SequenceLedger::plan`]);
 //! 3. write the entries (unordered `insertMany`; duplicates of an earlier try are refused and
@@ -69,8 +70,9 @@ impl Partition<'_> {
 }
 
 pub(super) enum BatchOutcome {
-    /// Everything the batch caused is durable: ack it.
-    Done,
+    /// Everything the batch caused is durable: ack it up to this delivery tag (`None`: every
+    /// delivery was invalid and is acked already).
+    Done { ack_up_to: Option<u64> },
     /// Shutdown while retrying, or the channel is gone: leave the batch unacked; it returns to
     /// the queue.
     Abandoned,
@@ -103,6 +105,8 @@ pub(super) async fn handle_batch(
     stop: &CancellationToken,
 ) -> Result<BatchOutcome, IngestError> {
     let mut valid = Vec::with_capacity(batch.len());
+    // The last delivery left for the batch ack (invalid ones are acked one by one).
+    let mut ack_up_to = None;
     for (i, d) in batch.iter().enumerate() {
         if d.redelivered {
             worker.metrics.messages_redelivered.inc();
@@ -117,6 +121,7 @@ pub(super) async fn handle_batch(
             Ok(m) => {
                 worker.metrics.logs_consumed.inc_by(m.logs.len() as u64);
                 valid.push((i, m));
+                ack_up_to = Some(d.delivery_tag);
             }
             Err(reason) => {
                 dead_letter(
@@ -127,12 +132,16 @@ pub(super) async fn handle_batch(
                     &reason.to_string(),
                     reason.kind(),
                 )
-                .await?
+                .await?;
+                // Its dead letter is confirmed: nothing else in the batch depends on it.
+                d.acker
+                    .ack(lapin::options::BasicAckOptions::default())
+                    .await?;
             }
         }
     }
     if valid.is_empty() {
-        return Ok(BatchOutcome::Done);
+        return Ok(BatchOutcome::Done { ack_up_to });
     }
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let written = loop {
@@ -181,7 +190,7 @@ pub(super) async fn handle_batch(
         worker.metrics.threshold_events.inc();
         tracing::info!(episode = %ep, "threshold reached: archive event published");
     }
-    Ok(BatchOutcome::Done)
+    Ok(BatchOutcome::Done { ack_up_to })
 }
 
 /// Republishes a delivery (with confirm) to the dead-letter exchange with `reason`.

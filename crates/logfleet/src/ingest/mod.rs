@@ -379,11 +379,13 @@ async fn own_partition(
         let outcome = handle_batch(worker, publisher, part, &batch, &mut cache, stop).await;
         worker.metrics.prefetch_in_use.sub(held);
         match outcome? {
-            BatchOutcome::Done => {
-                let last = batch.last().map(|d| d.delivery_tag).unwrap_or_default();
-                channel
-                    .basic_ack(last, BasicAckOptions { multiple: true })
-                    .await?;
+            BatchOutcome::Done { ack_up_to } => {
+                // `multiple` acks every delivery up to the tag not acked yet.
+                if let Some(last) = ack_up_to {
+                    channel
+                        .basic_ack(last, BasicAckOptions { multiple: true })
+                        .await?;
+                }
                 worker.metrics.messages_acked.inc_by(held as u64);
             }
             // Shutdown while retrying, or the channel is gone: leave the batch unacked; it

@@ -40,7 +40,7 @@ pub struct ChunkRange {
 impl MongoStore {
     /// Inserts a chunk's record, or returns the record of that number that exists already.
     pub async fn record_chunk(&self, record: &LogChunk) -> Result<RecordedChunk, MongoError> {
-        match self.chunks.insert_one(record).await {
+        match crate::retry::within("insert a LogChunk", self.op_timeout, self.chunks.insert_one(record).into_future()).await? {
             Ok(_) => Ok(RecordedChunk::Inserted),
             Err(e) if is_duplicate_key(&e) => {
                 let existing = self
@@ -64,9 +64,13 @@ impl MongoStore {
             id: existing.id,
             ..record.clone()
         };
-        self.chunks
-            .replace_one(doc! {"_id": existing.id}, &replacement)
-            .await?;
+        self.timed(
+            "replace a LogChunk",
+            self.chunks
+                .replace_one(doc! {"_id": existing.id}, &replacement)
+                .into_future(),
+        )
+        .await?;
         Ok(())
     }
 
@@ -75,21 +79,26 @@ impl MongoStore {
         ep: &EpisodeId,
         chunk_number: i32,
     ) -> Result<Option<LogChunk>, MongoError> {
-        Ok(self
-            .chunks
-            .find_one(doc! {"episodeId": ep.as_str(), "chunkNumber": chunk_number})
-            .await?)
+        self.timed(
+            "read a LogChunk",
+            self.chunks
+                .find_one(doc! {"episodeId": ep.as_str(), "chunkNumber": chunk_number})
+                .into_future(),
+        )
+        .await
     }
 
     /// Every record of an episode, committed or not, by chunk number.
     pub async fn chunks_of(&self, ep: &EpisodeId) -> Result<Vec<LogChunk>, MongoError> {
-        Ok(self
-            .chunks
-            .find(doc! {"episodeId": ep.as_str()})
-            .sort(doc! {"chunkNumber": 1})
-            .await?
-            .try_collect()
-            .await?)
+        self.timed("read an episode's LogChunks", async {
+            self.chunks
+                .find(doc! {"episodeId": ep.as_str()})
+                .sort(doc! {"chunkNumber": 1})
+                .await?
+                .try_collect()
+                .await
+        })
+        .await
     }
 
     /// Committed records from chunk number `from` on, at most `limit`.
@@ -100,17 +109,19 @@ impl MongoStore {
         committed: i32,
         limit: usize,
     ) -> Result<Vec<LogChunk>, MongoError> {
-        Ok(self
-            .chunks
-            .find(doc! {
-                "episodeId": ep.as_str(),
-                "chunkNumber": {"$gte": from, "$lt": committed},
-            })
-            .sort(doc! {"chunkNumber": 1})
-            .limit(limit as i64)
-            .await?
-            .try_collect()
-            .await?)
+        self.timed("read committed LogChunks", async {
+            self.chunks
+                .find(doc! {
+                    "episodeId": ep.as_str(),
+                    "chunkNumber": {"$gte": from, "$lt": committed},
+                })
+                .sort(doc! {"chunkNumber": 1})
+                .limit(limit as i64)
+                .await?
+                .try_collect()
+                .await
+        })
+        .await
     }
 
     /// The committed chunks a read opens (see [`ChunkRange`]).
@@ -132,12 +143,15 @@ impl MongoStore {
             filter.insert("startTime", doc! {"$lt": e});
         }
         let dir = if r.descending { -1 } else { 1 };
-        Ok(self
-            .chunks
-            .find(filter)
-            .sort(doc! {"chunkNumber": dir})
-            .batch_size(64)
-            .await?)
+        self.timed(
+            "open a LogChunk cursor",
+            self.chunks
+                .find(filter)
+                .sort(doc! {"chunkNumber": dir})
+                .batch_size(64)
+                .into_future(),
+        )
+        .await
     }
 
     /// Writes `lastAccessed = at` on a record. A full replacement, the portable way to write a
@@ -147,12 +161,16 @@ impl MongoStore {
             last_accessed: at,
             ..c.clone()
         };
-        self.chunks
-            .replace_one(
-                doc! {"_id": c.id, "episodeId": c.episode_id.as_str(), "chunkNumber": c.chunk_number},
-                &record,
-            )
-            .await?;
+        self.timed(
+            "touch a LogChunk",
+            self.chunks
+                .replace_one(
+                    doc! {"_id": c.id, "episodeId": c.episode_id.as_str(), "chunkNumber": c.chunk_number},
+                    &record,
+                )
+                .into_future(),
+        )
+        .await?;
         Ok(())
     }
 }

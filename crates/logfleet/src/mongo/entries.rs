@@ -150,12 +150,17 @@ impl MongoStore {
         start: i64,
         end: i64,
     ) -> Result<mongodb::Cursor<LogEntry>, MongoError> {
-        Ok(self
-            .entries
-            .find(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": start, "$lt": end}})
-            .sort(doc! {"sequenceNumber": 1})
-            .batch_size(5_000)
-            .await?)
+        self.timed(
+            "open an entry cursor",
+            self.entries
+                .find(
+                    doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": start, "$lt": end}},
+                )
+                .sort(doc! {"sequenceNumber": 1})
+                .batch_size(5_000)
+                .into_future(),
+        )
+        .await
     }
 
     /// The hot entries a read asks for (see [`HotRange`]).
@@ -191,7 +196,8 @@ impl MongoStore {
         if let Some(limit) = r.limit {
             find = find.limit(limit);
         }
-        Ok(find.await?)
+        self.timed("open a hot-entry cursor", find.into_future())
+            .await
     }
 
     /// First sequence number at or above `from` with no entry: the entries in `[from, result)`
@@ -200,16 +206,21 @@ impl MongoStore {
         let raw = self.entries.clone_with_type::<Document>();
         let mut expected = from;
         loop {
-            let mut cursor = raw
-                .find(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": expected}})
-                .sort(doc! {"sequenceNumber": 1})
-                .projection(doc! {"sequenceNumber": 1, "_id": 0})
-                .limit(FRONTIER_BATCH)
-                .batch_size(FRONTIER_BATCH as u32)
+            let page: Vec<Document> = self
+                .timed("read written sequence numbers", async {
+                    raw.find(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": expected}})
+                        .sort(doc! {"sequenceNumber": 1})
+                        .projection(doc! {"sequenceNumber": 1, "_id": 0})
+                        .limit(FRONTIER_BATCH)
+                        .batch_size(FRONTIER_BATCH as u32)
+                        .await?
+                        .try_collect()
+                        .await
+                })
                 .await?;
             let mut seen = 0;
-            while let Some(d) = cursor.try_next().await? {
-                if seq_of(&d) != Some(expected) {
+            for d in &page {
+                if seq_of(d) != Some(expected) {
                     return Ok(expected);
                 }
                 expected += 1;
@@ -231,19 +242,27 @@ impl MongoStore {
         let raw = self.entries.clone_with_type::<Document>();
         let mut deleted = 0;
         loop {
-            let lowest = raw
-                .find_one(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$lt": below}})
-                .sort(doc! {"sequenceNumber": 1})
-                .projection(doc! {"sequenceNumber": 1, "_id": 0})
+            let lowest = self
+                .timed(
+                    "find the lowest archived entry",
+                    raw.find_one(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$lt": below}})
+                        .sort(doc! {"sequenceNumber": 1})
+                        .projection(doc! {"sequenceNumber": 1, "_id": 0})
+                        .into_future(),
+                )
                 .await?;
             let Some(lo) = lowest.as_ref().and_then(seq_of) else {
                 return Ok(deleted);
             };
             let hi = below.min(lo.saturating_add(DELETE_WINDOW));
             deleted += self
-                .entries
-                .delete_many(
-                    doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": lo, "$lt": hi}},
+                .timed(
+                    "delete archived entries",
+                    self.entries
+                        .delete_many(
+                            doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": lo, "$lt": hi}},
+                        )
+                        .into_future(),
                 )
                 .await?
                 .deleted_count;
@@ -264,14 +283,21 @@ impl MongoStore {
 
     /// How many entries of one episode have `sequenceNumber >= from`.
     pub async fn count_entries_from(&self, ep: &EpisodeId, from: i64) -> Result<u64, MongoError> {
-        Ok(self
-            .entries
-            .count_documents(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": from}})
-            .await?)
+        self.timed(
+            "count entries",
+            self.entries
+                .count_documents(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": from}})
+                .into_future(),
+        )
+        .await
     }
 
     /// How many entries the collection holds, all episodes together.
     pub async fn count_all_entries(&self) -> Result<u64, MongoError> {
-        Ok(self.entries.count_documents(doc! {}).await?)
+        self.timed(
+            "count all entries",
+            self.entries.count_documents(doc! {}).into_future(),
+        )
+        .await
     }
 }

@@ -40,14 +40,16 @@ impl MongoStore {
         ids: &IdRange,
         limit: usize,
     ) -> Result<Vec<LogMetadata>, MongoError> {
-        Ok(self
-            .metadata
-            .find(ids.filter())
-            .sort(doc! {"episodeId": 1})
-            .limit(limit as i64)
-            .await?
-            .try_collect()
-            .await?)
+        self.timed("list episodes", async {
+            self.metadata
+                .find(ids.filter())
+                .sort(doc! {"episodeId": 1})
+                .limit(limit as i64)
+                .await?
+                .try_collect()
+                .await
+        })
+        .await
     }
 
     /// Episodes with ids in `ids` and, when `before` is given, a `lastLogAt` before it; latest
@@ -63,12 +65,15 @@ impl MongoStore {
         if let Some(b) = before {
             filter.insert("lastLogAt", doc! {"$lt": b});
         }
-        Ok(self
-            .metadata
-            .find(filter)
-            .sort(doc! {"lastLogAt": -1, "episodeId": 1})
-            .batch_size(batch_size.max(1))
-            .await?)
+        self.timed(
+            "open an episode cursor",
+            self.metadata
+                .find(filter)
+                .sort(doc! {"lastLogAt": -1, "episodeId": 1})
+                .batch_size(batch_size.max(1))
+                .into_future(),
+        )
+        .await
     }
 
     /// Episodes with ids in `ids` and no `lastLogAt` (no logs yet), by id, at most `limit`.
@@ -80,12 +85,15 @@ impl MongoStore {
         let mut filter = ids.filter();
         filter.insert("lastLogAt", bson::Bson::Null);
         let mut found: Vec<LogMetadata> = self
-            .metadata
-            .find(filter)
-            .sort(doc! {"episodeId": 1})
-            .limit(limit as i64)
-            .await?
-            .try_collect()
+            .timed("list episodes without logs", async {
+                self.metadata
+                    .find(filter)
+                    .sort(doc! {"episodeId": 1})
+                    .limit(limit as i64)
+                    .await?
+                    .try_collect()
+                    .await
+            })
             .await?;
         found.retain(|m| m.last_log_at.is_none());
         Ok(found)

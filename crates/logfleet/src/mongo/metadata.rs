@@ -38,10 +38,13 @@ pub struct Updated<T> {
 impl MongoStore {
     /// The episode's LogMetadata, whole.
     pub async fn metadata_of(&self, ep: &EpisodeId) -> Result<Option<LogMetadata>, MongoError> {
-        Ok(self
-            .metadata
-            .find_one(doc! {"episodeId": ep.as_str()})
-            .await?)
+        self.timed(
+            "read LogMetadata",
+            self.metadata
+                .find_one(doc! {"episodeId": ep.as_str()})
+                .into_future(),
+        )
+        .await
     }
 
     /// The episode's LogMetadata, inserting one with the schema's defaults if it has none yet.
@@ -55,7 +58,13 @@ impl MongoStore {
             return Ok(m);
         }
         let fresh = LogMetadata::new(ep.clone(), archive_threshold, chunk_size, DateTime::now());
-        match self.metadata.insert_one(&fresh).await {
+        match crate::retry::within(
+            "create LogMetadata",
+            self.op_timeout,
+            self.metadata.insert_one(&fresh).into_future(),
+        )
+        .await?
+        {
             Ok(_) => Ok(fresh),
             // Another worker created it first: use theirs.
             Err(e) if is_duplicate_key(&e) => Ok(self.metadata_of(ep).await?.ok_or(e)?),
@@ -124,12 +133,16 @@ impl MongoStore {
     ) -> Result<bool, MongoError> {
         let replace = || async {
             let replaced = self
-                .metadata
-                .find_one_and_replace(
-                    doc! {"episodeId": new.episode_id.as_str(), "version": expected_version},
-                    new,
+                .timed(
+                    "compare-and-set LogMetadata",
+                    self.metadata
+                        .find_one_and_replace(
+                            doc! {"episodeId": new.episode_id.as_str(), "version": expected_version},
+                            new,
+                        )
+                        .return_document(ReturnDocument::After)
+                        .into_future(),
                 )
-                .return_document(ReturnDocument::After)
                 .await?;
             Ok::<_, MongoError>(replaced.is_some())
         };
@@ -153,20 +166,38 @@ impl MongoStore {
                 DateTime::now().timestamp_millis() + WRITE_LOCK_LEASE.as_millis() as i64,
             );
             let lock = doc! {"_id": ep.as_str(), "token": &token, "expiresAt": expires_at};
-            match self.write_locks.insert_one(lock).await {
+            match crate::retry::within(
+                "take a LogMetadata write lock",
+                self.op_timeout,
+                self.write_locks.insert_one(lock).into_future(),
+            )
+            .await?
+            {
                 Ok(_) => return Ok(token),
                 Err(e) if is_duplicate_key(&e) => {}
                 Err(e) => return Err(e.into()),
             }
-            if let Some(held) = self.write_locks.find_one(doc! {"_id": ep.as_str()}).await? {
+            let held = self
+                .timed(
+                    "read a LogMetadata write lock",
+                    self.write_locks
+                        .find_one(doc! {"_id": ep.as_str()})
+                        .into_future(),
+                )
+                .await?;
+            if let Some(held) = held {
                 let expired = held
                     .get_datetime("expiresAt")
                     .is_ok_and(|t| *t < DateTime::now());
                 if expired && let Ok(theirs) = held.get_str("token") {
                     tracing::warn!(episode = %ep, "removing an expired LogMetadata write lock");
-                    self.write_locks
-                        .delete_one(doc! {"_id": ep.as_str(), "token": theirs})
-                        .await?;
+                    self.timed(
+                        "remove an expired write lock",
+                        self.write_locks
+                            .delete_one(doc! {"_id": ep.as_str(), "token": theirs})
+                            .into_future(),
+                    )
+                    .await?;
                     continue;
                 }
             }
@@ -178,8 +209,12 @@ impl MongoStore {
     /// Releases a write lock this store took. A failure leaves it to expire with its lease.
     async fn unlock_episode(&self, ep: &EpisodeId, token: &str) {
         if let Err(e) = self
-            .write_locks
-            .delete_one(doc! {"_id": ep.as_str(), "token": token})
+            .timed(
+                "release a LogMetadata write lock",
+                self.write_locks
+                    .delete_one(doc! {"_id": ep.as_str(), "token": token})
+                    .into_future(),
+            )
             .await
         {
             tracing::warn!(episode = %ep, error = %e, "releasing a LogMetadata write lock failed; it expires with its lease");
@@ -196,27 +231,29 @@ impl MongoStore {
             Some(c) => doc! {"episodeId": {"$gte": c.as_str()}},
             None => doc! {},
         };
-        Ok(self
-            .metadata
-            .find(filter)
-            .sort(doc! {"episodeId": 1})
-            .limit(limit as i64)
-            .await?
-            .try_collect()
-            .await?)
+        self.timed("read a page of LogMetadata", async {
+            self.metadata
+                .find(filter)
+                .sort(doc! {"episodeId": 1})
+                .limit(limit as i64)
+                .await?
+                .try_collect()
+                .await
+        })
+        .await
     }
 
     /// The episodes flagged for the archive sweep (`sweepDue`: over their threshold, locked,
     /// or with work left from a commit), through the `sweepDue` index: the sweep reads what is
     /// due, not every episode.
     pub async fn episodes_due(&self) -> Result<Vec<LogMetadata>, MongoError> {
-        Ok(self
-            .timed(
-                "find due episodes",
-                self.metadata.find(doc! {"sweepDue": true}).into_future(),
-            )
-            .await?
-            .try_collect()
-            .await?)
+        self.timed("find due episodes", async {
+            self.metadata
+                .find(doc! {"sweepDue": true})
+                .await?
+                .try_collect()
+                .await
+        })
+        .await
     }
 }

@@ -198,10 +198,18 @@ impl<S: ObjectStore> QueryService<S> {
     ) -> Result<ChunkPage, QueryError> {
         let meta = self.meta(ep).await?;
         let from = cursor.unwrap_or(0).max(0);
-        let chunks = self
+        let mut chunks = self
             .store
             .committed_chunks(ep, from, meta.total_chunks, limit)
             .await?;
+        // A chunk committed a moment ago may have no record yet: LogMetadata names it.
+        if let Some(p) = &meta.pending_chunk
+            && p.chunk_number >= from
+            && chunks.len() < limit
+            && !chunks.iter().any(|c| c.chunk_number == p.chunk_number)
+        {
+            chunks.push(p.clone());
+        }
         let next_cursor = match chunks.last() {
             Some(c) if chunks.len() == limit && c.chunk_number + 1 < meta.total_chunks => {
                 Some(c.chunk_number + 1)

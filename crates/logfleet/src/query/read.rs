@@ -8,7 +8,8 @@ use super::{
 };
 use crate::domain::EpisodeId;
 use crate::faults::FaultPoint;
-use crate::mongo::HotRange;
+use crate::mongo::{HotRange, MongoError};
+use crate::retry::within;
 use crate::object_store::ObjectStore;
 
 impl<S: ObjectStore> QueryService<S> {
@@ -131,7 +132,11 @@ impl<S: ObjectStore> QueryService<S> {
         };
         let mut cursor = self.store.hot_entries(ep, &range).await?;
         let mut out = Vec::with_capacity(want.min(10_000));
-        while let Some(e) = cursor.try_next().await? {
+        let limit = self.store.op_timeout();
+        while let Some(e) = within("read hot entries", limit, cursor.try_next())
+            .await
+            .map_err(MongoError::from)??
+        {
             let r = LogRecord::from(e);
             if !f.matches_record(&r) {
                 continue;
