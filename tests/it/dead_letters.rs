@@ -38,7 +38,11 @@ async fn bad_messages_are_dead_lettered_with_a_reason_and_good_ones_flow() {
         ("bad-dotted-key", "dlq-ep", br#"{"episodeId":"dlq-ep","timestamp":3,"level":"info","message":"m","metadata":{"lr.base":0.1}}"#.to_vec(), json_props("bad-dotted-key"), "'.'"),
     ];
     let bodies: std::collections::HashSet<_> = bad.iter().map(|b| &b.2).collect();
-    assert_eq!(bodies.len(), bad.len(), "each bad body is told apart by its bytes");
+    assert_eq!(
+        bodies.len(),
+        bad.len(),
+        "each bad body is told apart by its bytes"
+    );
     let good = make_logs("dlq-good", 300, 1_764_200_000_000);
     for (i, part) in good.chunks(20).enumerate() {
         env.publish(

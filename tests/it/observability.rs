@@ -43,11 +43,12 @@ async fn metrics_count_what_the_workers_did() {
     env.publish(ep, &batch_body(ep, &logs[..25]), Some("m-0"))
         .await;
     let json = BasicProperties::default().with_content_type("application/json".into());
-    env.publish_raw(ep, b"{oops", json.clone()).await;
+    env.publish_raw(ep, b"{oops", json.clone().with_message_id("bad-1".into()))
+        .await;
     env.publish_raw(
         ep,
         br#"{"episodeId":"metrics","timestamp":1,"level":"loud","message":"x"}"#,
-        json,
+        json.with_message_id("bad-2".into()),
     )
     .await;
     env.wait_for_episode(ep, 250, 2).await;

@@ -217,9 +217,10 @@ async fn place(
     }
     // Two more episodes, their last logs later than MAIN's, and an episode without logs.
     let b = make_logs("run-b", 40, BASE_MS + 3_600_000);
-    env.publish("run-b", &batch_body("run-b", &b), None).await;
+    env.publish("run-b", &batch_body("run-b", &b), Some("run-b-0"))
+        .await;
     let ci = make_logs("ci-job-7", 25, BASE_MS + 7_200_000);
-    env.publish("ci-job-7", &batch_body("ci-job-7", &ci), None)
+    env.publish("ci-job-7", &batch_body("ci-job-7", &ci), Some("ci-job-7-0"))
         .await;
     env.store
         .metadata_or_create(&EpisodeId::parse("empty-1").unwrap(), 1_000, 1_000)
@@ -1081,7 +1082,8 @@ async fn episode_list_by_prefix_and_latest_log() {
     for (ep, at) in last {
         let mut logs = make_logs(ep, 3, at - 2);
         logs[2].level = LogLevel::Error;
-        env.publish(ep, &batch_body(ep, &logs), None).await;
+        env.publish(ep, &batch_body(ep, &logs), Some(&format!("{ep}-last")))
+            .await;
     }
     for ep in ["b-empty", "a-empty"] {
         env.store

@@ -27,6 +27,9 @@ pub enum FaultPoint {
     /// Archive: the LogChunk record is written; archived entries not deleted, `pendingChunk`
     /// not cleared.
     ArchiveAfterLogChunk,
+    /// Archive: the background task that keeps the lease alive is about to renew it (a
+    /// frozen process renews nothing: see [`Freeze`]).
+    ArchiveLeaseRenewal,
     /// Read path: between a page's first LogMetadata read and its hot read.
     QueryBeforeHotRead,
 }
@@ -91,7 +94,7 @@ impl Faults {
 }
 
 #[cfg(feature = "testing")]
-pub use hooks::{CrashAt, HookFn, PauseAt};
+pub use hooks::{CrashAt, Freeze, HookFn, PauseAt};
 
 #[cfg(feature = "testing")]
 mod hooks {
@@ -199,6 +202,70 @@ mod hooks {
                 i.reached.add_permits(1);
                 released.await;
                 i.then
+            }
+            .boxed()
+        }
+    }
+
+    /// A whole worker frozen, as by SIGSTOP or a paused VM: the `nth` arrival at `point`
+    /// freezes it, and until [`Freeze::thaw`] every arrival at any point (its background lease
+    /// renewals too) waits. Then all go on.
+    #[derive(Clone)]
+    pub struct Freeze {
+        inner: Arc<FreezeInner>,
+    }
+
+    struct FreezeInner {
+        point: FaultPoint,
+        nth: usize,
+        hits: AtomicUsize,
+        /// `true` while frozen.
+        frozen: tokio::sync::watch::Sender<bool>,
+        /// A permit is added when the freeze begins.
+        began: Semaphore,
+    }
+
+    impl Freeze {
+        pub fn new(point: FaultPoint, nth: usize) -> Self {
+            Self {
+                inner: Arc::new(FreezeInner {
+                    point,
+                    nth,
+                    hits: AtomicUsize::new(0),
+                    frozen: tokio::sync::watch::Sender::new(false),
+                    began: Semaphore::new(0),
+                }),
+            }
+        }
+
+        /// Waits until the worker is frozen.
+        pub async fn frozen(&self) {
+            self.inner
+                .began
+                .acquire()
+                .await
+                .expect("never closed")
+                .forget();
+        }
+
+        /// Lets everything go on.
+        pub fn thaw(&self) {
+            self.inner.frozen.send_replace(false);
+        }
+    }
+
+    impl FaultHooks for Freeze {
+        fn at(&self, point: FaultPoint) -> BoxFuture<'_, FaultAction> {
+            let i = &self.inner;
+            if point == i.point && i.hits.fetch_add(1, Ordering::SeqCst) + 1 == i.nth {
+                tracing::warn!(?point, "fault hook: the worker freezes here");
+                i.frozen.send_replace(true);
+                i.began.add_permits(1);
+            }
+            let mut rx = i.frozen.subscribe();
+            async move {
+                let _ = rx.wait_for(|frozen| !frozen).await;
+                FaultAction::Continue
             }
             .boxed()
         }

@@ -166,7 +166,13 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         // The lease is renewed in the background for as long as the run works, however long a
         // chunk takes to build and upload; if a renewal finds it lost (this process stalled
         // past it and another worker took over), the run stops at once.
-        let keeper = LeaseKeeper::start(self.store.clone(), ep.clone(), self.owner.clone(), lease);
+        let keeper = LeaseKeeper::start(
+            self.store.clone(),
+            ep.clone(),
+            self.owner.clone(),
+            lease,
+            self.faults.clone(),
+        );
         let result = tokio::select! {
             r = self.archive_locked(meta, kind) => r,
             _ = keeper.lost.cancelled() => Err(ArchiveError::LeaseLost(ep.clone())),
@@ -479,7 +485,13 @@ struct LeaseKeeper {
 }
 
 impl LeaseKeeper {
-    fn start(store: MongoStore, ep: EpisodeId, owner: String, lease: Duration) -> Self {
+    fn start(
+        store: MongoStore,
+        ep: EpisodeId,
+        owner: String,
+        lease: Duration,
+        faults: Faults,
+    ) -> Self {
         let lost = CancellationToken::new();
         let task = tokio::spawn({
             let lost = lost.clone();
@@ -487,6 +499,8 @@ impl LeaseKeeper {
                 let every = (lease / 3).max(Duration::from_millis(100));
                 loop {
                     tokio::time::sleep(every).await;
+                    // A test may hold the renewal here; a crash verdict means nothing to it.
+                    let _ = faults.at(FaultPoint::ArchiveLeaseRenewal).await;
                     match store.renew_archive_lease(&ep, &owner, lease).await {
                         Ok(true) => {}
                         Ok(false) => {

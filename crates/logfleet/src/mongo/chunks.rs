@@ -40,7 +40,13 @@ pub struct ChunkRange {
 impl MongoStore {
     /// Inserts a chunk's record, or returns the record of that number that exists already.
     pub async fn record_chunk(&self, record: &LogChunk) -> Result<RecordedChunk, MongoError> {
-        match crate::retry::within("insert a LogChunk", self.op_timeout, self.chunks.insert_one(record).into_future()).await? {
+        match crate::retry::within(
+            "insert a LogChunk",
+            self.op_timeout,
+            self.chunks.insert_one(record).into_future(),
+        )
+        .await?
+        {
             Ok(_) => Ok(RecordedChunk::Inserted),
             Err(e) if is_duplicate_key(&e) => {
                 let existing = self

@@ -23,8 +23,8 @@ use crate::chunk::rfc3339_ms;
 use crate::domain::{EpisodeId, LogLevel};
 use crate::model::LogMetadata;
 use crate::mongo::{IdRange, MongoError};
-use crate::retry::within;
 use crate::object_store::ObjectStore;
+use crate::retry::within;
 
 /// Order of the episode list.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

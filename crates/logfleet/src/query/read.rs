@@ -9,8 +9,8 @@ use super::{
 use crate::domain::EpisodeId;
 use crate::faults::FaultPoint;
 use crate::mongo::{HotRange, MongoError};
-use crate::retry::within;
 use crate::object_store::ObjectStore;
+use crate::retry::within;
 
 impl<S: ObjectStore> QueryService<S> {
     /// One page of logs: every log matching the filter, from the cursor on, in order, at most
