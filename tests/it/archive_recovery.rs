@@ -8,27 +8,9 @@ use std::sync::Arc;
 use logfleet::archive::{ArchiveError, ArchiveKind, ArchiveOptions, ArchiveOutcome, ChunkArchiver};
 use logfleet::domain::EpisodeId;
 use logfleet::faults::{CrashAt, FaultPoint, Faults, InjectedFault};
-use logfleet::ingest::IngestOptions;
 use logfleet::metrics::ArchiveMetrics;
 use logfleet::object_store::ObjectStore;
-use logfleet_testkit::{SentLog, TestEnv, batch_body, make_logs};
-
-async fn ingest_logs(env: &TestEnv, ep: &str, n: usize) -> Vec<SentLog> {
-    let logs = make_logs(ep, n, 1_764_100_000_000);
-    let ingest = env.spawn_ingest(IngestOptions::default());
-    for (i, part) in logs.chunks(25).enumerate() {
-        env.publish(ep, &batch_body(ep, part), Some(&format!("{ep}-{i}")))
-            .await;
-    }
-    env.wait_for(&format!("{ep}: {n} logs ingested"), || async {
-        env.metadata(ep)
-            .await
-            .is_some_and(|m| m.total_logs == n as i64)
-    })
-    .await;
-    ingest.stop().await.expect("ingest-worker stops cleanly");
-    logs
-}
+use logfleet_testkit::TestEnv;
 
 async fn stopped_after(step: FaultPoint, name: &str) {
     let env = TestEnv::new(name, |s| {
@@ -38,7 +20,7 @@ async fn stopped_after(step: FaultPoint, name: &str) {
     })
     .await;
     let ep = "recover";
-    let logs = ingest_logs(&env, ep, 250).await;
+    let logs = env.ingest_with_worker(ep, 250).await;
 
     let x = env.spawn_archive(ArchiveOptions {
         instance: Some("archiver-x".into()),
@@ -128,6 +110,63 @@ async fn archive_stopped_after_metadata_is_completed_by_another_worker() {
     stopped_after(FaultPoint::ArchiveAfterMetadata, "stop-metadata").await;
 }
 
+/// Issue 11, item 13: a worker that stops right after its commit leaves an episode under its
+/// threshold (`currentLogs` 0) with archived entries still hot and an expired lock. The sweep
+/// finds it all the same (`sweepDue`) and finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leftovers_of_a_commit_under_the_threshold_are_swept() {
+    let env = TestEnv::new("leftovers", |s| {
+        s.ingest.archive_threshold = 100;
+        s.ingest.chunk_size = 100;
+        s.archive.lease_secs = 1;
+    })
+    .await;
+    let ep = "leftover";
+    let logs = env.ingest_with_worker(ep, 100).await;
+    let x = env.spawn_archive(ArchiveOptions {
+        instance: Some("archiver-x".into()),
+        faults: Faults::new(CrashAt::new(FaultPoint::ArchiveAfterMetadata, 1)),
+        ..Default::default()
+    });
+    assert!(x.join.await.unwrap().is_err());
+    let episode = EpisodeId::parse(ep).unwrap();
+    let m = env.metadata(ep).await.unwrap();
+    assert_eq!(
+        (m.current_logs, m.archived_logs, m.total_chunks),
+        (0, 100, 1)
+    );
+    assert!(m.is_archiving && m.pending_chunk.is_some() && m.sweep_due);
+    assert_eq!(
+        env.store.count_entries_from(&episode, 0).await.unwrap(),
+        100
+    );
+    // Nothing is over the threshold now: only the sweep's flag brings the episode back.
+    assert!(
+        env.store
+            .episodes_due()
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.episode_id == episode)
+    );
+    let y = env.spawn_archive(ArchiveOptions {
+        instance: Some("archiver-y".into()),
+        ..Default::default()
+    });
+    env.wait_for("the leftovers are finished", || async {
+        let m = env.metadata(ep).await.unwrap();
+        !m.is_archiving && m.pending_chunk.is_none() && !m.sweep_due
+    })
+    .await;
+    assert_eq!(env.store.count_entries_from(&episode, 0).await.unwrap(), 0);
+    let snap = env.snapshot(ep).await;
+    snap.assert_exact(&logs);
+    assert_eq!((snap.chunks.len(), snap.hot.len()), (1, 0));
+    assert!(env.store.episodes_due().await.unwrap().is_empty());
+    y.stop().await.expect("clean stop");
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_archivers_racing_on_one_episode_archive_each_chunk_once() {
     let env = TestEnv::new("lock-race", |s| {
@@ -136,7 +175,7 @@ async fn two_archivers_racing_on_one_episode_archive_each_chunk_once() {
     })
     .await;
     let ep = "contended";
-    let logs = ingest_logs(&env, ep, 1_000).await;
+    let logs = env.ingest_with_worker(ep, 1_000).await;
     let episode = EpisodeId::parse(ep).unwrap();
     // Two archivers in this process, racing directly on the lock, round after round.
     let a = ChunkArchiver::new(
@@ -198,7 +237,7 @@ async fn two_archive_workers_and_live_ingest_archive_each_chunk_once() {
         metrics: sb.clone(),
         ..Default::default()
     });
-    let logs = ingest_logs(&env, ep, 1_230).await;
+    let logs = env.ingest_with_worker(ep, 1_230).await;
     env.wait_for_episode(ep, 1_230, 12).await;
     let written = sa.chunks_written.get() + sb.chunks_written.get();
     assert_eq!(written, 12, "each chunk committed by exactly one worker");

@@ -12,6 +12,7 @@ mod deploy_manifests;
 mod exactly_once;
 mod fair_share;
 mod hostile_input;
+mod hostile_timing;
 mod observability;
 mod producer;
 mod query;

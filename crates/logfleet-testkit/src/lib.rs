@@ -158,6 +158,25 @@ impl TestEnv {
         })
     }
 
+    /// Publishes `n` logs to `ep` in messages of 25 (ids `{ep}-{i}`), runs an ingest-worker
+    /// until all are counted, and stops it. Returns the logs as sent.
+    pub async fn ingest_with_worker(&self, ep: &str, n: usize) -> Vec<SentLog> {
+        let logs = make_logs(ep, n, 1_764_100_000_000);
+        let ingest = self.spawn_ingest(IngestOptions::default());
+        for (i, part) in logs.chunks(25).enumerate() {
+            self.publish(ep, &batch_body(ep, part), Some(&format!("{ep}-{i}")))
+                .await;
+        }
+        self.wait_for(&format!("{ep}: {n} logs ingested"), || async {
+            self.metadata(ep)
+                .await
+                .is_some_and(|m| m.total_logs == n as i64)
+        })
+        .await;
+        ingest.stop().await.expect("ingest-worker stops cleanly");
+        logs
+    }
+
     /// This test's settings as `LOGFLEET__*` variables, for running a worker binary.
     pub fn worker_env(&self) -> Vec<(String, String)> {
         let s = &self.settings;

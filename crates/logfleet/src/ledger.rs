@@ -275,7 +275,7 @@ mod tests {
     fn incoming(m: &LogMessage, digest: i64) -> Incoming<'_> {
         let key = MessageKey::new(&m.episode_id, m.message_id.as_str());
         Incoming {
-            first_id: key.entry_id(0, m.logs[0].timestamp_ms),
+            first_id: key.entry_id(0),
             key,
             message: m,
             digest,

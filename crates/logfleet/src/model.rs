@@ -85,12 +85,12 @@ impl MessageKey {
         }
     }
 
-    /// The `_id` of log `index` of this message: an ObjectId whose first 4 bytes are the log's
-    /// timestamp in seconds (as an ObjectId's are a time) and whose other 8 are a SHA-256 of the
-    /// episode, the message id and the index. The same log of the same message always gets the
-    /// same `_id`, so a retried insert is refused as a duplicate whatever sequence number it
-    /// carries.
-    pub fn entry_id(&self, index: usize, timestamp_ms: i64) -> ObjectId {
+    /// The `_id` of log `index` of this message: the first 12 bytes of a SHA-256 of the
+    /// episode, the message id and the index, as an ObjectId. It depends on nothing else: a
+    /// retried insert of the same log is refused as a duplicate whatever sequence number it
+    /// carries, and a message that reuses an id for other content is found by its first
+    /// entry's `_id` (whose `messageDigest` then differs).
+    pub fn entry_id(&self, index: usize) -> ObjectId {
         use sha2::Digest;
         let mut h = sha2::Sha256::new();
         h.update(self.episode_id.as_str().as_bytes());
@@ -100,9 +100,7 @@ impl MessageKey {
         h.update((index as u64).to_le_bytes());
         let digest = h.finalize();
         let mut bytes = [0u8; 12];
-        let secs = timestamp_ms.div_euclid(1000).clamp(0, u32::MAX as i64) as u32;
-        bytes[..4].copy_from_slice(&secs.to_be_bytes());
-        bytes[4..].copy_from_slice(&digest[..8]);
+        bytes.copy_from_slice(&digest[..12]);
         ObjectId::from_bytes(bytes)
     }
 }
@@ -246,7 +244,7 @@ impl LogEntry {
         created_at: DateTime,
     ) -> Result<Self, bson::ser::Error> {
         Ok(Self {
-            id: key.entry_id(index, log.timestamp_ms),
+            id: key.entry_id(index),
             episode_id: key.episode_id.clone(),
             timestamp: DateTime::from_millis(log.timestamp_ms),
             level: log.level,

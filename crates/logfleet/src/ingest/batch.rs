@@ -73,9 +73,12 @@ pub(super) enum BatchOutcome {
     /// Everything the batch caused is durable: ack it up to this delivery tag (`None`: every
     /// delivery was invalid and is acked already).
     Done { ack_up_to: Option<u64> },
-    /// Shutdown while retrying, or the channel is gone: leave the batch unacked; it returns to
-    /// the queue.
+    /// Shutdown while retrying: leave the batch unacked; it returns to the queue.
     Abandoned,
+    /// The delivery channel closed under the batch (a consumer timeout, a broker restart, a
+    /// dropped connection): the partition may be someone else's already, so nothing more of
+    /// the batch is written; its messages return to the queue.
+    ChannelGone,
     /// Another worker owns the partition now (a newer epoch counted one of its episodes): stop
     /// consuming it.
     Fenced,
@@ -154,7 +157,7 @@ pub(super) async fn handle_batch(
             }
             Err(IngestError::ChannelGone(q)) => {
                 tracing::warn!(queue = %q, "delivery channel closed: the batch is left unwritten, it returns to the queue");
-                return Ok(BatchOutcome::Abandoned);
+                return Ok(BatchOutcome::ChannelGone);
             }
             Err(e) => {
                 cache.clear();
@@ -244,7 +247,7 @@ async fn write_batch(
     for (delivery, m) in valid {
         let key = MessageKey::new(&m.episode_id, m.message_id.as_str());
         let inc = Incoming {
-            first_id: key.entry_id(0, m.logs[0].timestamp_ms),
+            first_id: key.entry_id(0),
             digest: digest_of_message(m),
             key,
             message: m,

@@ -6,20 +6,24 @@
 //! share, `ceil(partitions / live workers)` (live workers: consumers on the workers queue), and
 //! hands the rest over at a batch boundary by closing their channels, so an added worker gets
 //! partitions and a departed one's are taken over.
-//! For every batch:
+//! Taking a partition claims a new ownership epoch (a global counter in MongoDB), higher
+//! than any before; each count a worker writes into an episode's LogMetadata carries it, so a
+//! previous owner that wakes up late is fenced off. For every batch ([`batch`] has the detail):
 //!
 //! 1. decode each delivery; an invalid one is republished (with confirm) to the dead-letter
-//!    exchange with its reason in `x-logfleet-reason`;
-//! 2. number each episode's messages with the [`SequenceLedger`] and write the new LogMetadata
-//!    by compare-and-set: ranges and statistics change together or not at all;
-//! 3. insert the LogEntries with unordered insertMany; entries an earlier try already wrote are
-//!    refused by the unique [episodeId, sequenceNumber] index and counted as duplicates;
-//! 4. publish a threshold event (with confirm) when an episode's `currentLogs` reached its
-//!    `archiveThreshold`;
-//! 5. ack the batch, only now that everything it caused is durable.
+//!    exchange with its reason in `x-logfleet-reason`, and acked;
+//! 2. look up which messages the store already holds and number each episode's messages
+//!    ([`SequenceLedger::plan`]);
+//! 3. insert the LogEntries (unordered insertMany, deterministic `_id`s): entries an earlier
+//!    try wrote are refused as duplicates; a message the store refuses for good is
+//!    dead-lettered and the messages after it are numbered again;
+//! 4. count each episode's new range into LogMetadata by compare-and-set, fenced by the epoch;
+//! 5. dead-letter reused message ids, publish threshold events (with confirm);
+//! 6. ack the batch, only now that everything it caused is durable.
 //!
-//! Any failure in 2-4 is retried with backoff, from step 2: every step is idempotent because a
-//! redelivered message finds its range in the ledger.
+//! A failure in 2-5 is retried with backoff from step 2: a repeat finds what the try before
+//! wrote. A batch whose delivery channel closed is not written further; it returns to the
+//! queue for the partition's next owner.
 
 mod batch;
 pub mod partition;
@@ -388,9 +392,8 @@ async fn own_partition(
                 }
                 worker.metrics.messages_acked.inc_by(held as u64);
             }
-            // Shutdown while retrying, or the channel is gone: leave the batch unacked; it
-            // returns to the queue.
-            BatchOutcome::Abandoned if stop.is_cancelled() => {
+            // Shutdown while retrying: leave the batch unacked; it returns to the queue.
+            BatchOutcome::Abandoned => {
                 worker
                     .metrics
                     .batches_abandoned
@@ -398,7 +401,7 @@ async fn own_partition(
                     .inc();
                 return Ok(Ownership::Stopped);
             }
-            BatchOutcome::Abandoned => {
+            BatchOutcome::ChannelGone => {
                 worker
                     .metrics
                     .batches_abandoned
