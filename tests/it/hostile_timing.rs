@@ -162,6 +162,72 @@ async fn an_archiver_frozen_after_its_commit_cannot_touch_its_successors_chunks(
     frozen_archiver_wakes_after_a_takeover(FaultPoint::ArchiveAfterMetadata, "freeze-commit").await;
 }
 
+/// Item 1: archiver A freezes just before it looks for orphan objects; B takes over and
+/// uploads its chunk but has not committed it when A wakes. A's clean-up lists B's upload, yet
+/// keeps it (its chunk number is not committed yet), and B's commit then points at an object
+/// that exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_archiver_waking_in_its_cleanup_keeps_a_live_upload() {
+    let env = TestEnv::new("freeze-cleanup", |s| {
+        s.ingest.archive_threshold = 100;
+        s.ingest.chunk_size = 100;
+        s.archive.lease_secs = 1;
+    })
+    .await;
+    let ep = "cleanup";
+    let logs = env.ingest_with_worker(ep, 150).await;
+    let episode = EpisodeId::parse(ep).unwrap();
+    let freeze = Freeze::new(FaultPoint::ArchiveBeforeCleanup, 1);
+    let a = Arc::new(archiver(&env, "archiver-a").with_faults(Faults::new(freeze.clone())));
+    let a_run = tokio::spawn({
+        let (a, episode) = (a.clone(), episode.clone());
+        async move { a.archive_episode(&episode, ArchiveKind::Threshold).await }
+    });
+    freeze.frozen().await;
+    env.wait_for("archiver-a's lease ran out while it was frozen", || async {
+        env.metadata(ep)
+            .await
+            .unwrap()
+            .archive_lease
+            .is_some_and(|l| l.expires_at < DateTime::now())
+    })
+    .await;
+    let held = PauseAt::new(FaultPoint::ArchiveAfterUpload, 1, FaultAction::Continue);
+    let b = Arc::new(archiver(&env, "archiver-b").with_faults(Faults::new(held.clone())));
+    let b_run = tokio::spawn({
+        let (b, episode) = (b.clone(), episode.clone());
+        async move { b.archive_episode(&episode, ArchiveKind::Threshold).await }
+    });
+    held.reached().await;
+    let b_upload = env.objects.list(&format!("logs/{ep}/")).await.unwrap();
+    assert_eq!(b_upload.len(), 1);
+
+    freeze.thaw();
+    let woke = a_run.await.unwrap();
+    assert!(matches!(woke, Err(ArchiveError::LeaseLost(_))), "{woke:?}");
+    assert_eq!(a.metrics.orphans_removed.get(), 0, "A removed nothing");
+    let left = env.objects.list(&format!("logs/{ep}/")).await.unwrap();
+    assert!(left.contains(&b_upload[0]), "B's upload is still there");
+
+    held.release();
+    let done = b_run.await.unwrap().unwrap();
+    assert!(
+        matches!(
+            done,
+            ArchiveOutcome::Done {
+                chunks: 1,
+                logs: 100
+            }
+        ),
+        "{done:?}"
+    );
+    let snap = env.snapshot(ep).await;
+    snap.assert_exact(&logs);
+    assert_eq!(snap.chunks.len(), 1);
+    assert_eq!(snap.chunks[0].src, b_upload[0]);
+    env.cleanup().await;
+}
+
 /// Item 1: a run that is slow but alive keeps its lease however short it is: the lease is
 /// renewed in the background while the chunk is built, and nobody takes it over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -598,5 +664,58 @@ async fn the_sweep_reads_only_due_episodes() {
     let report = a.sweep().await.unwrap();
     assert_eq!((report.due, report.chunks, report.failed), (2, 2, 0));
     assert!(env.store.episodes_due().await.unwrap().is_empty());
+    env.cleanup().await;
+}
+
+/// A batch that died after writing its entries, before counting them, leaves entries past
+/// `nextSequenceNumber`; they may yet be numbered again. Reads and follow stop at the counted
+/// frontier, so no reader ever sees them until a worker counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_stop_at_the_counted_frontier() {
+    use logfleet::query::{LogQuery, Order, QueryService};
+    let env = TestEnv::new("counted-frontier", |s| s.ingest.batch_linger_ms = 2).await;
+    let ep = "uncounted";
+    let episode = EpisodeId::parse(ep).unwrap();
+    let w = env.spawn_ingest(IngestOptions {
+        faults: Faults::new(logfleet::faults::CrashAt::new(
+            FaultPoint::IngestAfterInsert,
+            1,
+        )),
+        ..Default::default()
+    });
+    let logs = make_logs("uncounted", 10, 1_764_900_000_000);
+    env.publish(ep, &batch_body(ep, &logs), Some("uncounted-0"))
+        .await;
+    assert!(
+        w.join.await.unwrap().is_err(),
+        "the worker died after its insert"
+    );
+    assert_eq!(env.store.count_entries_from(&episode, 0).await.unwrap(), 10);
+    assert_eq!(env.metadata(ep).await.unwrap().next_sequence_number, 0);
+
+    let q = QueryService::connect(&env.settings).await.unwrap();
+    let all = |order| LogQuery {
+        episode: episode.clone(),
+        filter: Default::default(),
+        order,
+        cursor: None,
+        limit: 100,
+    };
+    for order in [Order::Asc, Order::Desc] {
+        let page = q.read_page(&all(order)).await.unwrap();
+        assert!(
+            page.logs.is_empty(),
+            "{order:?}: {} uncounted logs shown",
+            page.logs.len()
+        );
+    }
+    assert_eq!(q.counted_frontier(&episode).await.unwrap(), 0);
+
+    let w = env.spawn_ingest(IngestOptions::default());
+    env.wait_for_episode(ep, 10, 0).await;
+    let page = q.read_page(&all(Order::Asc)).await.unwrap();
+    assert_eq!(page.logs.len(), 10);
+    assert_eq!(q.counted_frontier(&episode).await.unwrap(), 10);
+    w.stop().await.expect("clean stop");
     env.cleanup().await;
 }

@@ -282,8 +282,9 @@ impl TestEnv {
 
     /// Waits until the episode's LogMetadata counts `total` logs, `chunks` chunks and no lock.
     pub async fn wait_for_episode(&self, ep: &str, total: i64, chunks: i32) {
-        // LogMetadata counts a range when it is reserved, just before its entries are written:
-        // the episode is settled when the hot entries written match `currentLogs` too.
+        // LogMetadata counts a range after its entries are written; a batch that died between
+        // the two leaves uncounted entries: the episode is settled when the hot entries
+        // match `currentLogs` too.
         self.wait_for(
             &format!("{ep}: {total} logs, {chunks} chunks, unlocked, all written"),
             || async {

@@ -34,6 +34,25 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// The read path: query-api and `logctl` reads (see [`crate::query`]).
     pub query: QuerySettings,
+    /// Retention: when episodes and chunks expire (`docs/retention.md`).
+    pub retention: RetentionSettings,
+}
+
+/// The retention policy (`[retention]`). Off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Whether the archive-workers run a retention pass every `interval_secs`.
+    pub enabled: bool,
+    /// Seconds between two retention passes of an archive-worker.
+    pub interval_secs: u64,
+    /// Seconds after its `lastLogAt` a whole episode expires; 0: no global limit.
+    pub episode_max_age_secs: u64,
+    /// Seconds after its `endTime` an archived chunk expires (the hot tail kept); 0: no global
+    /// limit.
+    pub chunk_max_age_secs: u64,
+    /// Most episodes one pass expires; the rest wait for the next pass.
+    pub max_episodes_per_pass: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -99,7 +118,9 @@ pub struct S3Settings {
     pub region: String,
     /// Bucket holding the chunks.
     pub bucket: String,
-    /// Key prefix: chunks live at `{key_prefix}/{episodeId}/chunk-{chunkNumber:010}.jsonl.gz`.
+    /// Key prefix: chunks live at
+    /// `{key_prefix}/{episodeId}/chunk-{chunkNumber:010}-{attempt}.jsonl.gz` (`attempt`: 8 hex
+    /// digits, new for every upload).
     pub key_prefix: String,
     /// Path-style addressing (`endpoint/bucket/key`), needed by MinIO and most local servers.
     pub force_path_style: bool,
@@ -332,6 +353,11 @@ impl Settings {
         if self.query.follow_poll_ms == 0 {
             return bad("query.follow_poll_ms must be at least 1");
         }
+        if self.retention.interval_secs == 0 || self.retention.max_episodes_per_pass == 0 {
+            return bad(
+                "retention.interval_secs and retention.max_episodes_per_pass must be at least 1",
+            );
+        }
         Ok(())
     }
 }
@@ -364,6 +390,14 @@ mod tests {
         assert_eq!(s.amqp.prefix, "logfleet");
         assert_eq!(s.mongo.log_entry_collection, "LogEntry");
         assert_eq!(s.limits, LimitsSettings::default());
+        assert!(!s.retention.enabled, "retention is off by default");
+        assert_eq!(
+            (
+                s.retention.episode_max_age_secs,
+                s.retention.chunk_max_age_secs
+            ),
+            (0, 0)
+        );
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub enum FaultPoint {
     IngestAfterInsert,
     /// Ingest: a batch is counted in LogMetadata; it is not acked.
     IngestAfterCount,
+    /// Archive: a run holds the lock and finished what a run before left; it has not looked
+    /// for orphan objects yet.
+    ArchiveBeforeCleanup,
     /// Archive: the chunk is built, not uploaded.
     ArchiveAfterBuild,
     /// Archive: the chunk object is uploaded, nothing recorded.
@@ -32,6 +35,16 @@ pub enum FaultPoint {
     ArchiveLeaseRenewal,
     /// Read path: between a page's first LogMetadata read and its hot read.
     QueryBeforeHotRead,
+    /// Retention: the episode's `expiring` marker is written; nothing deleted yet.
+    RetentionAfterMark,
+    /// Retention: the chunk objects are deleted; their LogChunk records not yet.
+    RetentionAfterObjects,
+    /// Retention: the LogChunk records are deleted; the entries and dedup records not yet.
+    RetentionAfterChunkRecords,
+    /// Retention: the entries and dedup records are deleted; LogMetadata's counters not yet.
+    RetentionAfterEntries,
+    /// Retention: LogMetadata is final (marker cleared); the lock is not released.
+    RetentionAfterMetadata,
 }
 
 /// What a worker does at a point.

@@ -1,8 +1,9 @@
 //! Prometheus metrics of the workers.
 //!
 //! Each worker owns one registry holding its metric families; the health server renders it on
-//! `/metrics`. No label ever carries an episodeId (unbounded cardinality): dead-letter reasons
-//! are labelled by their kind (`RejectReason::kind`), archive runs by their outcome.
+//! `/metrics`. Labels stay bounded: dead-letter reasons are labelled by their kind
+//! (`RejectReason::kind`), archive runs by their outcome; the one label that carries an
+//! episodeId, `stuck_episode`, names at most `archive::STUCK_LABELS` stuck episodes.
 
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -169,6 +170,8 @@ pub struct ArchiveMetrics {
     pub stuck_episodes: IntGauge,
     /// 1 for each stuck episode, by name (at most 100 at once).
     pub stuck_episode: IntGaugeVec,
+    /// The retention pass's figures (`logfleet_archive_retention_*`).
+    pub retention: RetentionMetrics,
 }
 
 impl Default for ArchiveMetrics {
@@ -224,7 +227,74 @@ impl Default for ArchiveMetrics {
                 r.register(Box::new(g.clone())).expect("registered once");
                 g
             },
+            retention: RetentionMetrics::new(&r),
             registry: r,
+        }
+    }
+}
+
+/// Metrics of the retention pass, in the archive-worker's registry.
+#[derive(Clone, Debug)]
+pub struct RetentionMetrics {
+    /// Whole episodes expired.
+    pub episodes_expired: IntCounter,
+    /// Chunks expired (objects and records removed).
+    pub chunks_expired: IntCounter,
+    /// Logs expired, archived or hot.
+    pub logs_expired: IntCounter,
+    /// Bytes expired, by tier: `s3` (compressed chunk bytes), `mongo` (size measure of hot logs).
+    pub bytes_expired: IntCounterVec,
+    /// When the last pass ended, in seconds since the epoch.
+    pub last_pass_timestamp: prometheus::Gauge,
+    /// How long the last pass took, in seconds.
+    pub last_pass_seconds: prometheus::Gauge,
+    /// Expiries of one episode by outcome: done, busy (lease held elsewhere), nothing, error.
+    pub runs: IntCounterVec,
+}
+
+impl RetentionMetrics {
+    fn new(r: &Registry) -> Self {
+        let gauge_f = |name: &str, help: &str| {
+            let g = prometheus::Gauge::new(name, help).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        Self {
+            episodes_expired: counter(
+                r,
+                "retention_episodes_expired_total",
+                "Whole episodes expired by retention",
+            ),
+            chunks_expired: counter(
+                r,
+                "retention_chunks_expired_total",
+                "Chunks expired by retention",
+            ),
+            logs_expired: counter(
+                r,
+                "retention_logs_expired_total",
+                "Logs expired by retention, archived or hot",
+            ),
+            bytes_expired: counter_vec(
+                r,
+                "retention_bytes_expired_total",
+                "Bytes expired by retention, by tier (s3, mongo)",
+                "tier",
+            ),
+            last_pass_timestamp: gauge_f(
+                "retention_last_pass_timestamp_seconds",
+                "When the last retention pass ended (seconds since the epoch)",
+            ),
+            last_pass_seconds: gauge_f(
+                "retention_last_pass_seconds",
+                "Duration of the last retention pass",
+            ),
+            runs: counter_vec(
+                r,
+                "retention_runs_total",
+                "Expiries of one episode by outcome (done, busy, nothing, error)",
+                "outcome",
+            ),
         }
     }
 }

@@ -1,9 +1,11 @@
 //! The three stored models of `log-schema.txt`, as they are encoded in BSON.
 //!
 //! Field names are the schema's, with `id` stored as `_id`. BigInt is Int64, Int is Int32,
-//! DateTime a BSON datetime, Json an embedded document. LogMetadata also carries the fields of
-//! the ingest ledger and of the archive lease (see [`LogMetadata`]); they are extra fields, not
-//! renamed ones, so the schema's fields stay exactly as specified.
+//! DateTime a BSON datetime, Json an embedded document. LogEntry and LogMetadata also carry
+//! fields the schema lacks (the message key fields of a message's first entry; the archive
+//! lease, the ingest epoch, `pendingChunk` and `sweepDue`); they are extra fields, not renamed
+//! ones, so the schema's fields stay exactly as specified. `MessageLedger` and `IngestEpoch`
+//! are added collections.
 
 use bson::oid::ObjectId;
 use bson::{DateTime, Document};
@@ -310,6 +312,9 @@ pub struct ArchiveLease {
 /// - `pendingChunk`: the LogChunk record of the chunk committed last, until that record is
 ///   written.
 /// - `sweepDue`: whether the archive sweep must look at the episode.
+/// - retention (`docs/retention.md`): `retentionOverride`, the `expiring` marker, and the
+///   `expiredLogs` / `expiredChunks` / `expiredS3Bytes` counters with `expiredAt` and
+///   `expiryReason`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LogMetadata {
@@ -348,6 +353,67 @@ pub struct LogMetadata {
     /// work left from a commit. The sweep reads only such episodes (an indexed field).
     #[serde(default)]
     pub sweep_due: bool,
+    /// Retention: this episode's own limits instead of the global `[retention]` ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_override: Option<RetentionOverride>,
+    /// Retention: the range being expired now, until every step of its expiry is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiring: Option<Expiring>,
+    /// Retention: logs expired, always the prefix `0..expiredLogs` of the sequence.
+    #[serde(default)]
+    pub expired_logs: i64,
+    /// Retention: chunks expired, always the chunk numbers `0..expiredChunks`.
+    #[serde(default)]
+    pub expired_chunks: i32,
+    /// Retention: compressed bytes of the expired chunks.
+    #[serde(default)]
+    pub expired_s3_bytes: i64,
+    /// Retention: when the last expiry of this episode finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expired_at: Option<DateTime>,
+    /// Retention: why the last expiry happened, in words (what a read of the range is told).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_reason: Option<String>,
+}
+
+/// An episode's own retention limits (`LogMetadata.retentionOverride`), set with
+/// `logctl retention set`. A limit left out follows the global setting; 0 means never.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionOverride {
+    /// Seconds after its `lastLogAt` the whole episode expires (0: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_secs: Option<i64>,
+    /// Seconds after a chunk's `endTime` an archived chunk expires (0: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_max_age_secs: Option<i64>,
+    /// When the override was set (the override index's key).
+    pub set_at: DateTime,
+}
+
+/// What an expiry in progress removes (`LogMetadata.expiring`): the marker written first, under
+/// the archive lock, and cleared by the last step. Everything below `below` reads as expired
+/// from the moment it is written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Expiring {
+    /// `episode` (everything below `below`, hot logs included) or `chunks` (archived chunks
+    /// only, the hot tail kept).
+    pub kind: String,
+    /// Logs with a sequence number below this go.
+    pub below: i64,
+    /// Chunks with a number below this go.
+    pub chunks_below: i32,
+    /// Hot logs (not archived) among them: subtracted from `currentLogs`.
+    pub hot_logs: i64,
+    /// Size measure of those hot logs: subtracted from `currentMongoBytes`.
+    pub mongo_bytes: i64,
+    /// Compressed bytes of the chunks that go: added to `expiredS3Bytes`.
+    pub s3_bytes: i64,
+    /// Why, in words.
+    pub reason: String,
+    /// When the expiry was decided.
+    pub at: DateTime,
 }
 
 impl LogMetadata {
@@ -381,7 +447,36 @@ impl LogMetadata {
             ingest_epoch: 0,
             pending_chunk: None,
             sweep_due: false,
+            retention_override: None,
+            expiring: None,
+            expired_logs: 0,
+            expired_chunks: 0,
+            expired_s3_bytes: 0,
+            expired_at: None,
+            expiry_reason: None,
         }
+    }
+
+    /// Logs below this sequence number are expired, or being expired (retention).
+    pub fn expired_below(&self) -> i64 {
+        self.expiring
+            .as_ref()
+            .map_or(self.expired_logs, |e| e.below.max(self.expired_logs))
+    }
+
+    /// Chunks below this number are expired, or being expired (retention).
+    pub fn expired_chunks_below(&self) -> i32 {
+        self.expiring.as_ref().map_or(self.expired_chunks, |e| {
+            e.chunks_below.max(self.expired_chunks)
+        })
+    }
+
+    /// Whether the sweep must come back to this episode once its lock is released: over its
+    /// threshold, a commit's follow-up steps or an expiry not finished.
+    pub fn due_at_rest(&self) -> bool {
+        self.current_logs >= i64::from(self.archive_threshold)
+            || self.pending_chunk.is_some()
+            || self.expiring.is_some()
     }
 
     /// Count of one level in `levelCounts`, whatever integer width the server returned.
@@ -587,6 +682,64 @@ mod tests {
             type_of(d.get_document("levelCounts").unwrap(), "info"),
             T::Int64
         );
+    }
+
+    #[test]
+    fn retention_fields_bson_types() {
+        use bson::spec::ElementType as T;
+        let mut m = LogMetadata::new(ep(), 10, 10, DateTime::now());
+        let d = bson::to_document(&m).unwrap();
+        for (k, t) in [
+            ("expiredLogs", T::Int64),
+            ("expiredChunks", T::Int32),
+            ("expiredS3Bytes", T::Int64),
+        ] {
+            assert_eq!(type_of(&d, k), t, "{k}");
+        }
+        for k in ["retentionOverride", "expiring", "expiredAt", "expiryReason"] {
+            assert!(!d.contains_key(k), "{k} absent by default");
+        }
+        m.retention_override = Some(RetentionOverride {
+            max_age_secs: Some(86_400),
+            chunk_max_age_secs: None,
+            set_at: DateTime::now(),
+        });
+        m.expiring = Some(Expiring {
+            kind: "chunks".into(),
+            below: 100,
+            chunks_below: 2,
+            hot_logs: 0,
+            mongo_bytes: 0,
+            s3_bytes: 5,
+            reason: "r".into(),
+            at: DateTime::now(),
+        });
+        m.expired_at = Some(DateTime::now());
+        m.expiry_reason = Some("r".into());
+        let d = bson::to_document(&m).unwrap();
+        let o = d.get_document("retentionOverride").unwrap();
+        assert_eq!(type_of(o, "maxAgeSecs"), T::Int64);
+        assert!(!o.contains_key("chunkMaxAgeSecs"));
+        assert_eq!(type_of(o, "setAt"), T::DateTime);
+        let e = d.get_document("expiring").unwrap();
+        for (k, t) in [
+            ("kind", T::String),
+            ("below", T::Int64),
+            ("chunksBelow", T::Int32),
+            ("hotLogs", T::Int64),
+            ("mongoBytes", T::Int64),
+            ("s3Bytes", T::Int64),
+            ("reason", T::String),
+            ("at", T::DateTime),
+        ] {
+            assert_eq!(type_of(e, k), t, "expiring.{k}");
+        }
+        assert_eq!(type_of(&d, "expiredAt"), T::DateTime);
+        assert_eq!(type_of(&d, "expiryReason"), T::String);
+        assert_eq!((m.expired_below(), m.expired_chunks_below()), (100, 2));
+        assert!(m.due_at_rest());
+        let back: LogMetadata = bson::from_document(d).unwrap();
+        assert_eq!(back, m);
     }
 
     #[test]

@@ -10,7 +10,8 @@ use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::chunk::{
-    ChunkError, ChunkWriter, EncodedChunk, chunk_key, episode_key_prefix, new_attempt,
+    ChunkError, ChunkWriter, EncodedChunk, chunk_key, chunk_number_of_key, episode_key_prefix,
+    new_attempt,
 };
 use crate::config::{ArchiveSettings, Settings};
 use crate::domain::EpisodeId;
@@ -240,6 +241,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         // Finish what a run before left (it died or stalled after a commit), then clear out
         // objects no record points at.
         let mut meta = self.finish_commit(meta, None).await?;
+        self.faults.at(FaultPoint::ArchiveBeforeCleanup).await?;
         self.remove_orphans(&ep).await?;
         let (mut chunks, mut logs) = (0u32, 0i64);
         while let Some((start, count)) = Self::next_chunk(&meta, kind) {
@@ -303,13 +305,16 @@ impl<S: ObjectStore> ChunkArchiver<S> {
                 .await;
             meta = match committed {
                 Ok(m) => m,
-                Err(e) => {
-                    // Not committed: the object is nobody's.
+                // Refused for certain: the object is nobody's.
+                Err(e @ ArchiveError::LeaseLost(_)) => {
                     if let Err(de) = self.objects.delete(&key).await {
-                        tracing::warn!(%key, error = %de, "removing an uncommitted chunk object failed; the next run removes it");
+                        tracing::warn!(%key, error = %de, "removing an uncommitted chunk object failed; a later run removes it");
                     }
                     return Err(e);
                 }
+                // Perhaps committed (a call that timed out may still have landed): the object
+                // stays; a later run removes it if no record names it.
+                Err(e) => return Err(e),
             };
             self.faults.at(FaultPoint::ArchiveAfterMetadata).await?;
             meta = self.finish_commit(meta, Some(records)).await?;
@@ -355,9 +360,16 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         Ok(meta)
     }
 
-    /// Deletes the episode's objects that no LogChunk record points at: uploads of attempts
-    /// that never committed (a run that died or lost its lock after its upload). Runs under the
-    /// lock, after [`Self::finish_commit`], so every committed chunk has its record.
+    /// Deletes the episode's objects that can never be part of it: uploads of attempts that
+    /// did not commit (a run that died or lost its lock after its upload).
+    ///
+    /// Safe even when this run is stale (it froze here and another worker holds the lock
+    /// now): the objects are listed first, then LogMetadata is read, then the records. Only a
+    /// key whose chunk number is below `totalChunks` is a candidate: that number is committed,
+    /// so no upload for it can commit any more. A committed chunk is named by `pendingChunk`
+    /// until its record exists, so read in this order every committed object is named by one
+    /// or the other, and kept. Uploads for numbers not yet committed (perhaps a live worker's)
+    /// are left for a later run.
     async fn remove_orphans(&self, ep: &EpisodeId) -> Result<(), ArchiveError> {
         let keys = self
             .objects
@@ -366,14 +378,16 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         if keys.is_empty() {
             return Ok(());
         }
-        let referenced: std::collections::HashSet<String> = self
-            .store
-            .chunks_of(ep)
-            .await?
-            .into_iter()
-            .map(|c| c.src)
-            .collect();
-        for key in keys.iter().filter(|k| !referenced.contains(*k)) {
+        let Some(meta) = self.store.metadata_of(ep).await? else {
+            return Ok(());
+        };
+        let mut named: std::collections::HashSet<String> =
+            meta.pending_chunk.iter().map(|c| c.src.clone()).collect();
+        named.extend(self.store.chunks_of(ep).await?.into_iter().map(|c| c.src));
+        let orphan = |k: &String| {
+            !named.contains(k) && chunk_number_of_key(k).is_some_and(|n| n < meta.total_chunks)
+        };
+        for key in keys.iter().filter(|k| orphan(k)) {
             tracing::info!(episode = %ep, %key, "removing a chunk object no record points at");
             self.objects.delete(key).await?;
             self.metrics.orphans_removed.inc();

@@ -1,23 +1,27 @@
 //! The archive-worker: MongoDB → S3 chunks, each chunk exactly once.
 //!
 //! Work arrives two ways: threshold events on `{prefix}.archive.events` (published by the
-//! ingest-worker, or a flush command), and a periodic sweep of LogMetadata through its
-//! `currentLogs` index, so a lost event only delays archiving.
+//! ingest-worker, or a flush command), and a periodic sweep of the LogMetadata documents
+//! flagged `sweepDue` (an indexed field), so a lost event only delays archiving.
 //!
 //! For one episode, [`ChunkArchiver::archive_episode`]:
 //! 1. takes the episode's `isArchiving` lock with a lease (owner, expiry) by compare-and-set,
-//!    taking over a lock whose lease ran out;
-//! 2. deletes entries below `archivedLogs` (finishing a run that died before its delete);
-//! 3. while a full chunk is there (`chunkSize` contiguous logs from `archivedLogs`, and
-//!    `currentLogs >= archiveThreshold`; on a flush also the final partial chunk):
-//!    build it, renew the lease, upload and verify it, write its LogChunk record, commit
-//!    LogMetadata by compare-and-set (the commit point, fenced on owner and `archivedLogs`),
-//!    delete its entries;
+//!    taking over a lock whose lease ran out; a background task renews the lease for as long
+//!    as the run works, and stops the run if it finds the lock taken over;
+//! 2. finishes what a run before left after its commit (the LogChunk record of
+//!    `pendingChunk`, the dedup records, the delete of entries below `archivedLogs`), then
+//!    removes objects of chunk numbers already committed that no record names;
+//! 3. while a full chunk is there (`chunkSize` counted logs from `archivedLogs`, and
+//!    `currentLogs >= archiveThreshold`; on a flush also the final partial chunk): build it,
+//!    upload it under a key new for this attempt, commit LogMetadata by compare-and-set (the
+//!    commit point, fenced on the lock and on the chunk number; it names the chunk in
+//!    `pendingChunk`), then write its LogChunk record and the dedup records of its messages,
+//!    delete its entries and clear `pendingChunk`;
 //! 4. releases the lock.
 //!
-//! A crash between any two steps leaves a state the next run completes: the S3 key is
-//! deterministic (a retry overwrites), a LogChunk record above `totalChunks` is not committed yet
-//! and is replaced, and entries below `archivedLogs` are deleted on the next run.
+//! A crash or a stall between any two steps leaves a state the next run completes; a run that
+//! wakes after its lock moved on cannot change what its successor committed (no key is ever
+//! written twice, and every LogMetadata write is fenced on the lock).
 
 use std::future::Future;
 use std::sync::Arc;

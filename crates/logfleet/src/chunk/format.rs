@@ -35,6 +35,18 @@ pub fn episode_key_prefix(key_prefix: &str, episode: &EpisodeId) -> String {
     }
 }
 
+/// The chunk number a key of [`chunk_key`]'s form names (also the older form without the
+/// attempt, `chunk-{n:010}.jsonl.gz`); `None` for any other key.
+pub fn chunk_number_of_key(key: &str) -> Option<i32> {
+    let name = key.rsplit('/').next()?;
+    let rest = name.strip_prefix("chunk-")?.strip_suffix(".jsonl.gz")?;
+    let digits = rest.split_once('-').map_or(rest, |(n, _)| n);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// A new attempt id for [`chunk_key`].
 pub fn new_attempt() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()

@@ -22,7 +22,8 @@ pub mod reader;
 pub mod writer;
 
 pub use format::{
-    LogRecord, MemberSpan, chunk_key, episode_key_prefix, metadata_to_json, new_attempt, rfc3339_ms,
+    LogRecord, MemberSpan, chunk_key, chunk_number_of_key, episode_key_prefix, metadata_to_json,
+    new_attempt, rfc3339_ms,
 };
 pub use reader::{ChunkObject, DecodedMember, decode_chunk, inflate_member, member_index};
 pub use writer::{ChunkWriter, EncodedChunk, MEMBER_BYTES};
@@ -316,6 +317,20 @@ mod tests {
         assert!(a.len() == 8 && a.chars().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b, "every attempt its own key");
         assert!(chunk_key("logs", &ep, 3, &a).starts_with(&episode_key_prefix("logs", &ep)));
+        // The number is read back from both key forms, and from nothing else.
+        assert_eq!(chunk_number_of_key(&chunk_key("logs", &ep, 3, &a)), Some(3));
+        assert_eq!(
+            chunk_number_of_key("logs/run.7:a/chunk-0000000012.jsonl.gz"),
+            Some(12)
+        );
+        for other in [
+            "logs/run.7:a/chunk-.jsonl.gz",
+            "logs/run.7:a/chunk-12x.jsonl.gz",
+            "logs/run.7:a/notes.txt",
+            "logs/run.7:a/chunk-0000000003-0badcafe.jsonl",
+        ] {
+            assert_eq!(chunk_number_of_key(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -12,9 +12,6 @@ use crate::model::LogEntry;
 /// `IN (...)` list and refuses more than 32,766 of them ("too many SQL variables").
 const DELETE_WINDOW: i64 = 10_000;
 
-/// Hot entries looked at per query when finding the written frontier.
-const FRONTIER_BATCH: i64 = 10_000;
-
 /// Result of writing a batch of LogEntries.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct InsertOutcome {
@@ -198,38 +195,6 @@ impl MongoStore {
         }
         self.timed("open a hot-entry cursor", find.into_future())
             .await
-    }
-
-    /// First sequence number at or above `from` with no entry: the entries in `[from, result)`
-    /// are all written, the one at `result` is not (yet).
-    pub async fn written_frontier(&self, ep: &EpisodeId, from: i64) -> Result<i64, MongoError> {
-        let raw = self.entries.clone_with_type::<Document>();
-        let mut expected = from;
-        loop {
-            let page: Vec<Document> = self
-                .timed("read written sequence numbers", async {
-                    raw.find(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": expected}})
-                        .sort(doc! {"sequenceNumber": 1})
-                        .projection(doc! {"sequenceNumber": 1, "_id": 0})
-                        .limit(FRONTIER_BATCH)
-                        .batch_size(FRONTIER_BATCH as u32)
-                        .await?
-                        .try_collect()
-                        .await
-                })
-                .await?;
-            let mut seen = 0;
-            for d in &page {
-                if seq_of(d) != Some(expected) {
-                    return Ok(expected);
-                }
-                expected += 1;
-                seen += 1;
-            }
-            if seen < FRONTIER_BATCH {
-                return Ok(expected);
-            }
-        }
     }
 
     /// Deletes the entries of one episode with `sequenceNumber < below` (archived ones), at most

@@ -1,5 +1,5 @@
 //! LogMetadata reads of the episode list (`logfleet::query::episodes`, for query-api's viewer):
-//! a range of ids, by id or by latest log. Always without the ingest ledger.
+//! a range of ids, by id or by latest log.
 
 use bson::{DateTime, Document, doc};
 use futures::TryStreamExt;

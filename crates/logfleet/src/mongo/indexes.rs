@@ -122,6 +122,12 @@ pub(super) fn log_metadata() -> Vec<IndexSpec> {
             doc! {"lastLogAt": -1, "episodeId": 1},
             false,
         ),
+        // The retention pass finds the episodes with an override of their own.
+        IndexSpec::new(
+            "retentionOverride_setAt",
+            doc! {"retentionOverride.setAt": 1},
+            false,
+        ),
     ]
 }
 

@@ -36,15 +36,14 @@ impl MongoStore {
         }
         let raw = self.entries.clone_with_type::<Document>();
         let hot: Vec<Document> = self
-            .timed(
-                "find first entries",
+            .timed("find first entries", async {
                 raw.find(doc! {"_id": {"$in": first_ids}})
                     .projection(doc! {"sequenceNumber": 1, "messageLogs": 1, "messageDigest": 1})
                     .batch_size(first_ids.len().clamp(1, 10_000) as u32)
-                    .into_future(),
-            )
-            .await?
-            .try_collect()
+                    .await?
+                    .try_collect()
+                    .await
+            })
             .await?;
         for d in hot {
             if let (Ok(id), Some(first), Some(n), Some(digest)) = (
@@ -72,14 +71,13 @@ impl MongoStore {
             return Ok(known);
         }
         let archived: Vec<ArchivedMessage> = self
-            .timed(
-                "find archived messages",
+            .timed("find archived messages", async {
                 self.messages
                     .find(doc! {"_id": {"$in": &rest}})
-                    .into_future(),
-            )
-            .await?
-            .try_collect()
+                    .await?
+                    .try_collect()
+                    .await
+            })
             .await?;
         for a in archived {
             known.insert(
@@ -153,14 +151,17 @@ impl MongoStore {
         below: i64,
     ) -> Result<Vec<ArchivedMessage>, MongoError> {
         let entries: Vec<crate::model::LogEntry> = self
-            .timed(
-                "find archived first entries",
+            .timed("find archived first entries", async {
                 self.entries
-                    .find(doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$lt": below}})
-                    .into_future(),
-            )
-            .await?
-            .try_collect()
+                    .find(doc! {
+                        "episodeId": ep.as_str(),
+                        "sequenceNumber": {"$lt": below},
+                        "messageLogs": {"$exists": true},
+                    })
+                    .await?
+                    .try_collect()
+                    .await
+            })
             .await?;
         let now = DateTime::now();
         Ok(entries

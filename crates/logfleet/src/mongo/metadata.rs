@@ -221,7 +221,7 @@ impl MongoStore {
         }
     }
 
-    /// Episodes by id from `from` (included), at most `limit`, without their ledgers.
+    /// Episodes by id from `from` (included), at most `limit`.
     pub async fn episodes_page(
         &self,
         from: Option<&EpisodeId>,

@@ -1,10 +1,14 @@
-//! MongoDB adapter: the three collections behind named operations.
+//! MongoDB adapter: the schema's three collections (and the added MessageLedger, IngestEpoch
+//! and write-lock ones) behind named operations.
 //!
 //! Layout:
 //! - this file: [`MongoStore`] (one client, private collections), start-up (`ensure_indexes`),
 //!   readiness, and what the server can do;
 //! - [`entries`]: LogEntry: insert a batch, the range an archive run reads, the hot page of a
-//!   read, the written frontier, deletes of archived entries;
+//!   read, deletes of archived entries and of a range being numbered again;
+//! - [`messages`]: what the store knows of incoming messages (first entries, archived
+//!   messages' dedup records in MessageLedger), and those records' expiry;
+//! - [`epochs`]: the ingest ownership epochs (IngestEpoch);
 //! - [`chunks`]: LogChunk: record a chunk, committed chunks, the chunks a read opens, touch;
 //! - [`metadata`]: LogMetadata: read, create, [`MongoStore::update_metadata`] (the one
 //!   compare-and-set loop), the episode list and the sweep's query;
@@ -12,7 +16,8 @@
 //!   viewer);
 //! - [`lease`]: the archive lock (`isArchiving` + `archiveLease`): acquire, renew, release,
 //!   describe;
-//! - [`indexes`]: the schema's indexes and how they compare with what exists.
+//! - [`indexes`]: the schema's indexes and how they compare with what exists;
+//! - `retention`: the retention pass's indexed candidate queries and its deletes.
 //!
 //! Only operations that MongoDB, DocumentDB, FerretDB and the test stand-in all implement alike
 //! are used: full-document inserts (no upsert with `$setOnInsert`), `insertMany` whose
@@ -28,6 +33,7 @@ mod indexes;
 pub mod lease;
 mod messages;
 mod metadata;
+mod retention;
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! Follow mode (`tail -f`): new logs as they are written, never past one not written yet.
+//! Follow mode (`tail -f`): new logs as they are counted, in sequence order.
 
 use std::time::Duration;
 
@@ -9,20 +9,16 @@ use crate::domain::EpisodeId;
 use crate::object_store::ObjectStore;
 
 impl<S: ObjectStore> QueryService<S> {
-    /// First sequence number at or above `from` that is not written yet (hot entries are
-    /// contiguous below it). Archived logs count as written.
-    pub async fn written_frontier(&self, ep: &EpisodeId, from: i64) -> Result<i64, QueryError> {
-        let meta = self.meta(ep).await?;
-        Ok(self
-            .store
-            .written_frontier(ep, from.max(meta.archived_logs))
-            .await?)
+    /// The first sequence number not counted yet: every log below it is written (an ingest
+    /// batch counts only what it wrote) and keeps its number.
+    pub async fn counted_frontier(&self, ep: &EpisodeId) -> Result<i64, QueryError> {
+        Ok(self.meta(ep).await?.next_sequence_number)
     }
 
     /// Follow mode, like `tail -f`: sends the last `backlog` matching logs (when the query has no
-    /// cursor; from the cursor otherwise), then every new matching log as it is written, in
-    /// sequence order, never passing a log that is numbered but not written yet. Returns when
-    /// the receiver goes away or the sequence range's end is reached.
+    /// cursor; from the cursor otherwise), then every new matching log as it is counted, in
+    /// sequence order. Returns when the receiver goes away or the sequence range's end is
+    /// reached.
     pub async fn follow(
         &self,
         q: &LogQuery,
@@ -36,7 +32,7 @@ impl<S: ObjectStore> QueryService<S> {
         let mut cursor = match q.cursor {
             Some(c) => c.max(q.filter.seq.start.unwrap_or(0)),
             None => {
-                let f = self.written_frontier(ep, 0).await?;
+                let f = self.counted_frontier(ep).await?;
                 if backlog > 0 && f > 0 {
                     let mut page = self
                         .read_page(&LogQuery {
@@ -58,7 +54,7 @@ impl<S: ObjectStore> QueryService<S> {
             if cursor >= end || tx.is_closed() {
                 return Ok(());
             }
-            let frontier = self.written_frontier(ep, cursor).await?.min(end);
+            let frontier = self.counted_frontier(ep).await?.min(end);
             let mut advanced = false;
             while cursor < frontier {
                 let mut pq = LogQuery {

@@ -177,7 +177,7 @@ impl<S: ObjectStore> QueryService<S> {
         Ok(self.store.ping().await?)
     }
 
-    /// The episode's LogMetadata without its ledger (which reads never need).
+    /// The episode's LogMetadata; [`QueryError::NotFound`] when there is none.
     pub(super) async fn meta(&self, ep: &EpisodeId) -> Result<LogMetadata, QueryError> {
         self.store
             .metadata_of(ep)

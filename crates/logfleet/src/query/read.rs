@@ -30,8 +30,13 @@ impl<S: ObjectStore> QueryService<S> {
         }
         let meta = self.meta(ep).await?;
         let a = meta.archived_logs;
+        // Only counted logs are read: an entry past `nextSequenceNumber` is written but not
+        // counted, and may still be numbered again (its batch renumbers around a message the
+        // store refused) or belong to a batch that died. `hi` stays as asked for the cursor.
+        let counted_hi = hi.min(meta.next_sequence_number);
         let mut out: Vec<LogRecord> = Vec::new();
-        if lo < hi {
+        if lo < counted_hi {
+            let hi = counted_hi;
             match q.order {
                 Order::Asc => {
                     if lo < a {
