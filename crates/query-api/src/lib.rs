@@ -169,6 +169,8 @@ fn query_error(e: QueryError) -> Response {
     match e {
         QueryError::BadRequest(m) => error(StatusCode::BAD_REQUEST, "bad_request", m),
         QueryError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
+        // Removed by the retention policy: the message names the range, when and why.
+        QueryError::Expired(m) => error(StatusCode::GONE, "expired", m),
         QueryError::Mongo(_) | QueryError::Store(_) => {
             tracing::error!(error = %e, "storage unavailable");
             error(
@@ -335,6 +337,10 @@ async fn logs(
     }
     // Refuse an unknown episode with a status, before the stream starts.
     st.svc.stats(&query.episode).await.map_err(query_error)?;
+    st.svc
+        .ensure_not_expired(&query)
+        .await
+        .map_err(query_error)?;
     let (tx, rx) = mpsc::channel::<Vec<logfleet::query::LogRecord>>(4);
     let svc = st.svc.clone();
     let cancel = st.shutdown.clone();
@@ -387,6 +393,10 @@ async fn export(
         .log_query(ep.clone(), logfleet::query::EXPORT_PAGE)
         .map_err(query_error)?;
     st.svc.stats(&ep).await.map_err(query_error)?;
+    st.svc
+        .ensure_not_expired(&query)
+        .await
+        .map_err(query_error)?;
     let (tx, rx) = mpsc::channel(4);
     let svc = st.svc.clone();
     let cancel = st.shutdown.clone();

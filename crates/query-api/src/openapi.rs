@@ -49,7 +49,8 @@ fn episode_path() -> Value {
 
 fn errors() -> Value {
     let e = json!({"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
-    json!({"400": e, "401": e, "404": e, "503": e, "500": e})
+    // 410: the logs asked for were removed by the retention policy (code "expired").
+    json!({"400": e, "401": e, "404": e, "410": e, "503": e, "500": e})
 }
 
 fn ok(schema: &str) -> Value {
@@ -103,7 +104,7 @@ pub fn document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                    "code": {"type": "string", "enum": ["bad_request", "unauthorized", "not_found", "method_not_allowed", "unavailable", "internal"]},
+                    "code": {"type": "string", "enum": ["bad_request", "unauthorized", "not_found", "expired", "method_not_allowed", "unavailable", "internal"]},
                     "message": {"type": "string"}}}}},
                 "LogRecord": {"type": "object", "required": ["id", "episodeId", "timestamp", "level", "message", "sequenceNumber", "createdAt"], "properties": {
                     "id": {"type": "string"}, "episodeId": {"type": "string"}, "timestamp": datetime,
@@ -120,7 +121,10 @@ pub fn document() -> Value {
                     "firstLogAt": odt, "lastLogAt": odt, "currentMongoBytes": {"type": "integer"}, "archivedS3Bytes": {"type": "integer"},
                     "levelCounts": {"type": "object", "additionalProperties": {"type": "integer"}},
                     "archiveThreshold": {"type": "integer"}, "chunkSize": {"type": "integer"}, "isArchiving": {"type": "boolean"},
-                    "lastArchivedAt": odt, "updatedAt": datetime}},
+                    "lastArchivedAt": odt, "updatedAt": datetime,
+                    "expiredBelow": {"type": "integer", "description": "Retention: logs below this sequence number are removed (410 Gone)."},
+                    "expiredChunks": {"type": "integer"}, "expiredS3Bytes": {"type": "integer"},
+                    "expiredAt": odt, "expiryReason": {"type": "string", "nullable": true}}},
                 "ChunkInfo": {"type": "object", "properties": {
                     "chunkNumber": {"type": "integer"}, "startSequence": {"type": "integer"}, "endSequence": {"type": "integer"},
                     "startTime": datetime, "endTime": datetime, "logCount": {"type": "integer"}, "src": {"type": "string"},

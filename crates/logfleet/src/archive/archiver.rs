@@ -58,13 +58,17 @@ pub struct ChunkArchiver<S: ObjectStore> {
     pub(super) dedup_horizon: Duration,
     /// The sweep's period: the unit of a failing episode's backoff.
     pub(super) sweep_interval: Duration,
+    /// The retention policy (`[retention]`), for the retention pass.
+    pub(super) retention: crate::config::RetentionSettings,
     pub metrics: Arc<ArchiveMetrics>,
 }
 
 /// Removes an episode from [`ChunkArchiver::running`] when its run ends, however it ends.
-struct RunningGuard<'a> {
-    set: &'a std::sync::Mutex<std::collections::HashSet<EpisodeId>>,
-    episode: EpisodeId,
+pub(super) struct RunningGuard<'a> {
+    /// The set the episode is removed from.
+    pub(super) set: &'a std::sync::Mutex<std::collections::HashSet<EpisodeId>>,
+    /// The episode.
+    pub(super) episode: EpisodeId,
 }
 
 impl Drop for RunningGuard<'_> {
@@ -89,6 +93,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             failing: Default::default(),
             dedup_horizon: Duration::from_secs(settings.ingest.dedup_horizon_secs),
             sweep_interval: Duration::from_secs(settings.archive.sweep_interval_secs.max(1)),
+            retention: settings.retention.clone(),
             metrics: Arc::default(),
         }
     }
@@ -191,7 +196,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
     /// Applies `change` to the LogMetadata by compare-and-set, provided this worker still holds
     /// the lock (the fence: a run that lost it changes nothing); retries when an ingest-worker
     /// wrote in between. Renews the lease on the way.
-    async fn update_locked(
+    pub(super) async fn update_locked(
         &self,
         ep: &EpisodeId,
         mut change: impl FnMut(&mut LogMetadata) -> Result<(), ArchiveError>,
@@ -241,6 +246,10 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         // Finish what a run before left (it died or stalled after a commit), then clear out
         // objects no record points at.
         let mut meta = self.finish_commit(meta, None).await?;
+        // An expiry a retention pass left unfinished goes first (docs/retention.md).
+        if meta.expiring.is_some() {
+            meta = self.finish_expiry(meta).await?.0;
+        }
         self.faults.at(FaultPoint::ArchiveBeforeCleanup).await?;
         self.remove_orphans(&ep).await?;
         let (mut chunks, mut logs) = (0u32, 0i64);
@@ -331,7 +340,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
     /// record the archived messages for dedup, delete the archived entries, clear
     /// `pendingChunk`. `records`: the archived messages, when this run built the chunk (else
     /// they are read from the entries still there).
-    async fn finish_commit(
+    pub(super) async fn finish_commit(
         &self,
         mut meta: LogMetadata,
         records: Option<Vec<ArchivedMessage>>,
@@ -352,7 +361,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             meta = self
                 .update_locked(&ep, |m| {
                     m.pending_chunk = None;
-                    m.sweep_due = m.current_logs >= i64::from(m.archive_threshold);
+                    m.sweep_due = m.due_at_rest();
                     Ok(())
                 })
                 .await?;
@@ -370,7 +379,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
     /// until its record exists, so read in this order every committed object is named by one
     /// or the other, and kept. Uploads for numbers not yet committed (perhaps a live worker's)
     /// are left for a later run.
-    async fn remove_orphans(&self, ep: &EpisodeId) -> Result<(), ArchiveError> {
+    pub(super) async fn remove_orphans(&self, ep: &EpisodeId) -> Result<(), ArchiveError> {
         let keys = self
             .objects
             .list(&episode_key_prefix(&self.key_prefix, ep))
@@ -491,15 +500,15 @@ impl<S: ObjectStore> ChunkArchiver<S> {
 
 /// Renews a run's lease every third of its length, in the background, until dropped; cancels
 /// `lost` when a renewal finds another owner.
-struct LeaseKeeper {
+pub(super) struct LeaseKeeper {
     /// Cancelled when the lease is lost.
-    lost: CancellationToken,
+    pub(super) lost: CancellationToken,
     /// The renewal task, aborted on drop.
     task: tokio::task::JoinHandle<()>,
 }
 
 impl LeaseKeeper {
-    fn start(
+    pub(super) fn start(
         store: MongoStore,
         ep: EpisodeId,
         owner: String,

@@ -42,6 +42,7 @@ use crate::retry::{Backoff, Verdict};
 
 mod archiver;
 mod requests;
+mod retention;
 mod sweep;
 
 use requests::consume_events;
@@ -49,6 +50,10 @@ use sweep::sweep_loop;
 
 pub use crate::contract::{ArchiveKind, ArchiveRequest};
 pub use archiver::{ArchiveOutcome, ChunkArchiver};
+pub use retention::{
+    ExpiryOutcome, KIND_CHUNKS, KIND_EPISODE, PlannedExpiry, RetentionPlan, RetentionReport,
+    effective_limits, episode_due, format_age, parse_age,
+};
 pub use sweep::{STUCK_LABELS, SweepReport};
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +186,8 @@ async fn supervise(
         settings.archive.clone(),
         cancel.clone(),
     ));
+    // The retention pass (returns at once unless `retention.enabled`).
+    let retention = tokio::spawn(retention::retention_loop(archiver.clone(), cancel.clone()));
     let topology = Topology::new(&settings.amqp);
     let events = crate::worker::reconnecting(
         &settings.amqp,
@@ -199,7 +206,7 @@ async fn supervise(
         },
     );
     // Whichever of the two ends first (shutdown, or a fault-plan stop) ends the other.
-    tokio::select! {
+    let ended = tokio::select! {
         r = events => {
             cancel.cancel();
             let _ = sweeper.await;
@@ -209,5 +216,7 @@ async fn supervise(
             cancel.cancel();
             r.unwrap_or(Ok(()))
         }
-    }
+    };
+    let _ = retention.await;
+    ended
 }

@@ -130,8 +130,7 @@ impl MongoStore {
             }
             m.is_archiving = false;
             m.archive_lease = None;
-            m.sweep_due =
-                m.current_logs >= i64::from(m.archive_threshold) || m.pending_chunk.is_some();
+            m.sweep_due = m.due_at_rest();
             Ok(Decision::Write(()))
         })
         .await?;
@@ -174,8 +173,7 @@ impl MongoStore {
                 let before = describe_lease(m, DateTime::now());
                 m.is_archiving = false;
                 m.archive_lease = None;
-                m.sweep_due =
-                    m.current_logs >= i64::from(m.archive_threshold) || m.pending_chunk.is_some();
+                m.sweep_due = m.due_at_rest();
                 Ok(Decision::Write(Some(before)))
             })
             .await?;

@@ -40,6 +40,7 @@ mod export;
 mod follow;
 pub mod params;
 mod read;
+mod retention;
 pub mod types;
 
 use std::collections::HashMap;
@@ -89,6 +90,10 @@ pub enum QueryError {
     /// Stored state contradicts itself (a committed chunk missing or not matching its record).
     #[error("inconsistent storage: {0}")]
     Inconsistent(String),
+    /// The logs asked for were removed by the retention policy; the message says which, when
+    /// and why (safe to show to the caller; query-api answers 410 Gone).
+    #[error("{0}")]
+    Expired(String),
 }
 
 impl From<DomainError> for QueryError {
@@ -197,7 +202,8 @@ impl<S: ObjectStore> QueryService<S> {
         limit: usize,
     ) -> Result<ChunkPage, QueryError> {
         let meta = self.meta(ep).await?;
-        let from = cursor.unwrap_or(0).max(0);
+        // Expired chunks (or chunks being expired) are not listed.
+        let from = cursor.unwrap_or(0).max(0).max(meta.expired_chunks_below());
         let mut chunks = self
             .store
             .committed_chunks(ep, from, meta.total_chunks, limit)

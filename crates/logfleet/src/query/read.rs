@@ -14,8 +14,14 @@ use crate::retry::within;
 
 impl<S: ObjectStore> QueryService<S> {
     /// One page of logs: every log matching the filter, from the cursor on, in order, at most
-    /// `limit`, each exactly once even while the episode is being archived.
+    /// `limit`, each exactly once even while the episode is being archived. A range removed by
+    /// retention is skipped, or answered [`QueryError::Expired`] when nothing else was asked for.
     pub async fn read_page(&self, q: &LogQuery) -> Result<LogPage, QueryError> {
+        let r = self.read_page_unchecked(q).await;
+        self.expired_during(q, r).await
+    }
+
+    async fn read_page_unchecked(&self, q: &LogQuery) -> Result<LogPage, QueryError> {
         if q.limit == 0 {
             return Err(bad("limit must be at least 1"));
         }
@@ -29,6 +35,7 @@ impl<S: ObjectStore> QueryService<S> {
             (_, None) => {}
         }
         let meta = self.meta(ep).await?;
+        lo = super::retention::skip_expired(&meta, lo, hi)?;
         let a = meta.archived_logs;
         // Only counted logs are read: an entry past `nextSequenceNumber` is written but not
         // counted, and may still be numbered again (its batch renumbers around a message the

@@ -59,6 +59,22 @@ pub struct EpisodeStats {
     pub last_archived_at: Option<String>,
     /// When LogMetadata last changed.
     pub updated_at: String,
+    /// Retention: logs removed, the prefix `0..expiredBelow` (and being removed, when an
+    /// expiry is under way); reads of it answer 410 Gone.
+    #[serde(default)]
+    pub expired_below: i64,
+    /// Retention: chunks removed (chunk numbers below this).
+    #[serde(default)]
+    pub expired_chunks: i32,
+    /// Retention: compressed bytes of the removed chunks.
+    #[serde(default)]
+    pub expired_s3_bytes: i64,
+    /// Retention: when the last expiry finished.
+    #[serde(default)]
+    pub expired_at: Option<String>,
+    /// Retention: why the last expiry happened.
+    #[serde(default)]
+    pub expiry_reason: Option<String>,
 }
 
 impl From<&LogMetadata> for EpisodeStats {
@@ -88,6 +104,11 @@ impl From<&LogMetadata> for EpisodeStats {
             is_archiving: m.is_archiving,
             last_archived_at: m.last_archived_at.map(rfc3339_ms),
             updated_at: rfc3339_ms(m.updated_at),
+            expired_below: m.expired_below(),
+            expired_chunks: m.expired_chunks,
+            expired_s3_bytes: m.expired_s3_bytes,
+            expired_at: m.expired_at.map(rfc3339_ms),
+            expiry_reason: m.expiry_reason.clone(),
         }
     }
 }
