@@ -56,12 +56,13 @@ type Parsed = (EpisodeId, Vec<Log>);
 
 /// Validates one line against the producer contract and the limits.
 fn parse_line(line: &str, settings: &Settings) -> Result<Parsed, String> {
-    let m = decode(
-        line.as_bytes(),
-        MessageProperties::default(),
-        &settings.limits,
-    )
-    .map_err(|e| e.to_string())?;
+    // A line carries no AMQP properties: the producer library gives each batch its
+    // message_id when it seals it, so any valid id stands in while the rest is checked.
+    let props = MessageProperties {
+        message_id: Some("logctl-validation"),
+        ..MessageProperties::default()
+    };
+    let m = decode(line.as_bytes(), props, &settings.limits).map_err(|e| e.to_string())?;
     let logs = m
         .logs
         .into_iter()

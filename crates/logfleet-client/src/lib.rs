@@ -756,12 +756,11 @@ mod tests {
     fn batch_prefix_and_body_decode_as_the_contract_says() {
         let mut body = batch_prefix(&ep("run-1"));
         body.extend_from_slice(br#"{"timestamp":5,"level":"info","message":"a"}]}"#);
-        let m = decode(
-            &body,
-            MessageProperties::default(),
-            &LimitsSettings::default(),
-        )
-        .unwrap();
+        let props = MessageProperties {
+            message_id: Some("p-1"),
+            ..MessageProperties::default()
+        };
+        let m = decode(&body, props, &LimitsSettings::default()).unwrap();
         assert_eq!(m.episode_id.as_str(), "run-1");
         assert_eq!(m.logs.len(), 1);
     }
