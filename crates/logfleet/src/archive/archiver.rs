@@ -333,6 +333,11 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             self.metrics.logs_archived.inc_by(encoded.log_count as u64);
             tracing::info!(episode = %ep, chunk_number, start, count = encoded.log_count, size_bytes, %key, "chunk archived");
         }
+        // Numbers this run committed may have an uncommitted upload of an earlier attempt
+        // (a worker that froze after its upload): only now are they below `totalChunks`.
+        if chunks > 0 {
+            self.remove_orphans(&ep).await?;
+        }
         Ok(ArchiveOutcome::Done { chunks, logs })
     }
 
