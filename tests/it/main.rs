@@ -16,5 +16,6 @@ mod hostile_timing;
 mod observability;
 mod producer;
 mod query;
+mod retention;
 mod storage;
 mod viewer;

@@ -1,4 +1,4 @@
-//! The three stored models of `log-schema.txt`, as they are encoded in BSON.
+//! The three stored models of the schema (`docs/log-schema.md`), as they are encoded in BSON.
 //!
 //! Field names are the schema's, with `id` stored as `_id`. BigInt is Int64, Int is Int32,
 //! DateTime a BSON datetime, Json an embedded document. LogEntry and LogMetadata also carry

@@ -180,6 +180,22 @@ impl MongoStore {
             .deleted_count)
     }
 
+    /// Sets (or with `None` removes) an episode's retention override, by compare-and-set.
+    /// Returns the LogMetadata as written; `None` when the episode has none.
+    pub async fn set_retention_override(
+        &self,
+        ep: &EpisodeId,
+        value: Option<crate::model::RetentionOverride>,
+    ) -> Result<Option<LogMetadata>, MongoError> {
+        let updated = self
+            .update_metadata(ep, None, |m| {
+                m.retention_override = value.clone();
+                Ok::<_, MongoError>(super::Decision::Write(()))
+            })
+            .await?;
+        Ok(updated.map(|u| u.metadata))
+    }
+
     /// How many dedup records one episode has (tests and checks).
     pub async fn count_archived_messages_of(&self, ep: &EpisodeId) -> Result<u64, MongoError> {
         self.timed(
