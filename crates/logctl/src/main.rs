@@ -10,6 +10,8 @@
 //! - `logctl publish [FILE]`: publishes NDJSON through the producer library (`publish.rs`).
 //! - `logctl dlq list|peek|replay|purge`: the logs dead-letter queue (`dlq.rs`).
 //! - `logctl lock show|release`: an episode's archive lock (`lock.rs`).
+//! - `logctl retention plan|run|set|clear`: expiry by hand and per-episode limits
+//!   (`retention.rs`).
 //! - Reading (`read.rs`, over `logfleet::query`, both tiers): `logctl logs EPISODE` with
 //!   filters, `logctl tail [-f] EPISODE`, `logctl export EPISODE --out FILE`,
 //!   `logctl stats EPISODE`, `logctl chunks EPISODE`, `logctl episodes`; tables or `--json`.
@@ -22,6 +24,7 @@ mod dlq;
 mod lock;
 mod publish;
 mod read;
+mod retention;
 mod topology;
 
 use clap::{Parser, Subcommand};
@@ -57,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         command: lock::LockCommand,
     },
+    /// Plan or run a retention pass; set or clear an episode's own limits.
+    Retention {
+        #[command(subcommand)]
+        command: retention::RetentionCommand,
+    },
     /// An episode's logs from both tiers, with filters and paging.
     Logs(read::LogsArgs),
     /// The latest logs of an episode; `-f` keeps printing new ones.
@@ -85,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Publish(args) => publish::run(settings, args).await,
         Command::Dlq { command } => dlq::run(settings, command).await,
         Command::Lock { command } => lock::lock(settings, command).await,
+        Command::Retention { command } => retention::run(settings, command).await,
         Command::Logs(args) => read::logs(settings, args).await,
         Command::Tail(args) => read::tail(settings, args).await,
         Command::Export(args) => read::export(settings, args).await,

@@ -5,3 +5,4 @@ mod dlq;
 mod ops;
 mod publish;
 mod read;
+mod retention;
