@@ -25,6 +25,8 @@ pub mod dead_letter;
 pub mod publisher;
 pub mod topology;
 
+use std::time::Duration;
+
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -94,6 +96,22 @@ pub(crate) async fn look_at_queue(ch: &Channel, queue: &str) -> Result<lapin::Qu
     };
     ch.queue_declare(queue.into(), passive, FieldTable::default())
         .await
+}
+
+/// Closes a consuming channel and waits (at most 10 s) for the broker's close-ok, before the
+/// caller drops its last handle. Unacked deliveries return to their queue, as when the channel
+/// is dropped, but in order: lapin 4.12 auto-closes a dropped channel from its internal task,
+/// and when that close meets a channel already closing (the connection closing next) it
+/// escalates to a connection error whose clean-up can deadlock against the I/O loop still
+/// delivering to the channel's consumer (seen as a worker frozen with unacked messages).
+/// Closed here, the channel is no longer `connected` when dropped, so no auto-close is sent.
+pub async fn close_channel(ch: &Channel, reason: &str) {
+    if ch.status().connected() {
+        let close = ch.close(200, reason.into());
+        if tokio::time::timeout(Duration::from_secs(10), close).await.is_err() {
+            tracing::warn!(channel = ch.id(), reason, "closing a channel took over 10 s; dropping it");
+        }
+    }
 }
 
 /// Messages ready in `queue` (a passive declare: fails if the queue does not exist).

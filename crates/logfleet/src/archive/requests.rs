@@ -91,12 +91,16 @@ pub(super) async fn consume_events<S: ObjectStore + 'static>(
         });
     };
     stop.cancel();
+    let mut injected = None;
     while let Some(done) = tasks.join_next().await {
         if let Ok(Err(e @ ArchiveError::Injected(_))) = done {
-            return Err(e);
+            // An injected crash: the rest stops where it is, as in a dead process.
+            tasks.abort_all();
+            injected.get_or_insert(e);
         }
     }
-    result
+    crate::amqp::close_channel(&channel, "consumer done").await;
+    injected.map_or(result, Err)
 }
 
 /// Handles one archive request; acks it when done, dead-letters it when it cannot be done.

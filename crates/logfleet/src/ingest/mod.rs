@@ -287,7 +287,7 @@ async fn consume_partition(
             Ok(e) => e,
             Err(e) => {
                 share.released();
-                let _ = channel.close(200, "no epoch".into()).await;
+                crate::amqp::close_channel(&channel, "no epoch").await;
                 return Err(e.into());
             }
         };
@@ -312,13 +312,12 @@ async fn consume_partition(
             }
             Ok(Ownership::Stopped) => {
                 share.released();
+                crate::amqp::close_channel(&channel, "stopped").await;
                 return Ok(());
             }
             Ok(Ownership::Lost) => {
                 share.released();
-                if channel.status().connected() {
-                    let _ = channel.close(200, "partition lost".into()).await;
-                }
+                crate::amqp::close_channel(&channel, "partition lost").await;
                 tracing::warn!(queue, epoch, "partition lost; standing by for it");
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(()),
@@ -327,6 +326,7 @@ async fn consume_partition(
             }
             Err(e) => {
                 share.released();
+                crate::amqp::close_channel(&channel, "batch failed").await;
                 return Err(e);
             }
         }

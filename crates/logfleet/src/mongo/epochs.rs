@@ -14,25 +14,33 @@ const KEEP_EPOCHS: i64 = 10_000;
 impl MongoStore {
     /// Claims the next ingest epoch for `queue`, owned by `owner`.
     pub async fn claim_ingest_epoch(&self, queue: &str, owner: &str) -> Result<i64, MongoError> {
+        // The latest claim, by the indexed `epoch` field (the same number as `_id`; sorting on
+        // `_id` is not portable: nx-27017 orders it as text).
+        let top: Option<Document> = self
+            .timed(
+                "find the latest ingest epoch",
+                self.epochs
+                    .find_one(doc! {})
+                    .sort(doc! {"epoch": -1})
+                    .into_future(),
+            )
+            .await?;
+        let last = top
+            .and_then(|d| match d.get("epoch") {
+                Some(bson::Bson::Int64(v)) => Some(*v),
+                Some(bson::Bson::Int32(v)) => Some(i64::from(*v)),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let mut next = last + 1;
         loop {
-            let top: Option<Document> = self
-                .timed(
-                    "find the latest ingest epoch",
-                    self.epochs
-                        .find_one(doc! {})
-                        .sort(doc! {"_id": -1})
-                        .into_future(),
-                )
-                .await?;
-            let last = top
-                .and_then(|d| match d.get("_id") {
-                    Some(bson::Bson::Int64(v)) => Some(*v),
-                    Some(bson::Bson::Int32(v)) => Some(i64::from(*v)),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            let next = last + 1;
-            let claim = doc! {"_id": next, "queue": queue, "owner": owner, "at": DateTime::now()};
+            let claim = doc! {
+                "_id": next,
+                "epoch": next,
+                "queue": queue,
+                "owner": owner,
+                "at": DateTime::now(),
+            };
             match self
                 .timed(
                     "claim an ingest epoch",
@@ -46,15 +54,16 @@ impl MongoStore {
                             .timed(
                                 "prune ingest epochs",
                                 self.epochs
-                                    .delete_many(doc! {"_id": {"$lt": next - KEEP_EPOCHS}})
+                                    .delete_many(doc! {"epoch": {"$lt": next - KEEP_EPOCHS}})
                                     .into_future(),
                             )
                             .await;
                     }
                     return Ok(next);
                 }
-                // Another worker claimed it first: take the one after.
-                Err(MongoError::Driver(e)) if is_duplicate_key(&e) => continue,
+                // Another worker claimed it first: the one after is still above every claim
+                // made before this one was read.
+                Err(MongoError::Driver(e)) if is_duplicate_key(&e) => next += 1,
                 Err(e) => return Err(e),
             }
         }

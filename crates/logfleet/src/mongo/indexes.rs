@@ -139,6 +139,12 @@ pub(super) fn message_ledger() -> Vec<IndexSpec> {
     ]
 }
 
+/// IngestEpoch: the latest claim is found by `epoch`, not by `_id` (nx-27017 sorts `_id` as
+/// text: 9 after 10; docs/mongodb-servers.md N10).
+pub(super) fn ingest_epoch() -> Vec<IndexSpec> {
+    vec![IndexSpec::new("epoch", doc! {"epoch": -1}, false)]
+}
+
 /// Whether two index key documents name the same fields in the same order and directions,
 /// whatever numeric type each direction was stored with (1, 1i64, 1.0).
 fn same_index_keys(a: &Document, b: &Document) -> bool {

@@ -205,6 +205,7 @@ impl MongoStore {
             (self.chunks.name(), indexes::log_chunk()),
             (self.metadata.name(), indexes::log_metadata()),
             (self.messages.name(), indexes::message_ledger()),
+            (self.epochs.name(), indexes::ingest_epoch()),
         ] {
             let coll = db.collection::<Document>(collection);
             let existing: Vec<IndexModel> = match coll.list_indexes().await {
