@@ -16,6 +16,13 @@ use crate::model::{LogChunk, LogMetadata};
 /// Episode ids asked for in one `$in` at most.
 const IDS_PER_QUERY: usize = 1_000;
 
+/// A time bound for the server: `t` moved up past its whole second (some servers compare
+/// datetimes at one-second precision, docs/mongodb-servers.md N7); the exact bound is applied
+/// to what comes back.
+fn widened(t: DateTime) -> DateTime {
+    DateTime::from_millis((t.timestamp_millis().div_euclid(1000) + 2) * 1000)
+}
+
 impl MongoStore {
     /// The episodes whose latest log is older than `before` (through the `lastLogAt` index).
     /// Episodes without logs have no `lastLogAt` and are never returned.
@@ -23,15 +30,20 @@ impl MongoStore {
         &self,
         before: DateTime,
     ) -> Result<Vec<LogMetadata>, MongoError> {
-        self.timed("find idle episodes", async {
-            self.metadata
-                .find(doc! {"lastLogAt": {"$lt": before}})
-                .batch_size(1_000)
-                .await?
-                .try_collect()
-                .await
-        })
-        .await
+        let found: Vec<LogMetadata> = self
+            .timed("find idle episodes", async {
+                self.metadata
+                    .find(doc! {"lastLogAt": {"$lt": widened(before)}})
+                    .batch_size(1_000)
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        Ok(found
+            .into_iter()
+            .filter(|m| m.last_log_at.is_some_and(|t| t < before))
+            .collect())
     }
 
     /// The episodes with a retention override (through the `retentionOverride.setAt` index).
@@ -57,8 +69,9 @@ impl MongoStore {
         let raw = self.chunks.clone_with_type::<Document>();
         let docs: Vec<Document> = self
             .timed("find old chunks", async {
-                raw.find(doc! {"startTime": {"$lt": before}, "endTime": {"$lt": before}})
-                    .projection(doc! {"episodeId": 1, "_id": 0})
+                let bound = widened(before);
+                raw.find(doc! {"startTime": {"$lt": bound}, "endTime": {"$lt": bound}})
+                    .projection(doc! {"episodeId": 1, "endTime": 1, "_id": 0})
                     .batch_size(10_000)
                     .await?
                     .try_collect()
@@ -67,6 +80,7 @@ impl MongoStore {
             .await?;
         let ids: BTreeSet<EpisodeId> = docs
             .iter()
+            .filter(|d| d.get_datetime("endTime").is_ok_and(|t| *t < before))
             .filter_map(|d| d.get_str("episodeId").ok())
             .filter_map(|s| EpisodeId::parse(s).ok())
             .collect();
