@@ -69,6 +69,8 @@ pub struct IngestMetrics {
     pub logs_counted: IntCounter,
     /// Batch writes retried after an outage or a conflict.
     pub batch_retries: IntCounter,
+    /// Uncounted entries a dead or paused owner left where this worker numbers, removed.
+    pub uncounted_reclaimed: IntCounter,
     /// Batches given up because the partition moved to a newer owner (fenced) or the delivery
     /// channel closed: the messages go back to the queue for the owner.
     pub batches_abandoned: IntCounterVec,
@@ -132,6 +134,11 @@ impl Default for IngestMetrics {
                 &r,
                 "batch_retries_total",
                 "Batch writes retried after an outage or a conflict",
+            ),
+            uncounted_reclaimed: counter(
+                &r,
+                "uncounted_entries_reclaimed_total",
+                "Uncounted entries another owner left where this worker numbers, removed before numbering again",
             ),
             batches_abandoned: counter_vec(
                 &r,

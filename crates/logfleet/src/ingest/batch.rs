@@ -287,16 +287,25 @@ async fn write_batch(
                 m
             }
         };
-        g.plan = worker
+        g.plan = match worker
             .ledger
             .plan(meta.next_sequence_number, &g.incoming, &known)
-            .inspect_err(|_| {
+        {
+            Ok(p) => p,
+            // A message is stored uncounted somewhere else than this numbering puts it (a
+            // dead or paused owner numbered another order): those entries are nobody's yet.
+            Err(e) => {
                 cache.remove(&g.episode);
-            })?;
+                reclaim_uncounted(worker, part, &g.episode).await?;
+                return Err(e.into());
+            }
+        };
     }
     worker.faults.at(FaultPoint::IngestAfterPlan).await?;
     // Write, dead-letter what the server refuses for good, number again what followed it.
     part.still_ours()?;
+    // Entries refused as already there: those of an earlier try, or another message's.
+    let mut duplicates = 0usize;
     loop {
         let mut entries = Vec::new();
         // Where each entry came from: (group, message).
@@ -319,7 +328,9 @@ async fn write_batch(
             }
         }
         if refused.is_empty() {
-            for (i, reason) in insert_all(worker, &entries).await? {
+            let (refusals, dups) = insert_all(worker, &entries).await?;
+            duplicates += dups;
+            for (i, reason) in refusals {
                 let (gi, mi) = origin[i];
                 refused.push((gi, mi, reason));
             }
@@ -359,6 +370,36 @@ async fn write_batch(
             g.plan = worker
                 .ledger
                 .plan(g.plan.counted_from, &g.incoming, &known)?;
+        }
+    }
+    // A duplicate may be another message's entry at the same sequence number (one a dead or
+    // paused owner wrote under another order), not this batch's: counted, that would lose a
+    // message. So after duplicates each range is checked to hold exactly this batch's entries.
+    if duplicates > 0 {
+        for g in &groups {
+            if g.plan.count_to <= g.plan.counted_from {
+                continue;
+            }
+            let stored = worker
+                .store
+                .entry_ids_in(&g.episode, g.plan.counted_from, g.plan.count_to)
+                .await?;
+            let ours = g.incoming.iter().zip(&g.plan.actions).all(|(inc, a)| {
+                let Action::Write { first } = *a else {
+                    return true;
+                };
+                (0..inc.message.logs.len())
+                    .all(|i| stored.get(&(first + i as i64)) == Some(&inc.key.entry_id(i)))
+            });
+            if !ours {
+                cache.remove(&g.episode);
+                reclaim_uncounted(worker, part, &g.episode).await?;
+                return Err(IngestError::Inconsistent(format!(
+                    "{}: sequence numbers {}..{} held another message's uncounted entries; \
+                     they are removed and the batch is numbered again",
+                    g.episode, g.plan.counted_from, g.plan.count_to
+                )));
+            }
         }
     }
     worker.faults.at(FaultPoint::IngestAfterInsert).await?;
@@ -419,8 +460,9 @@ async fn write_batch(
 async fn insert_all(
     worker: &Worker,
     entries: &[LogEntry],
-) -> Result<Vec<(usize, String)>, IngestError> {
+) -> Result<(Vec<(usize, String)>, usize), IngestError> {
     let mut refused = Vec::new();
+    let mut duplicates = 0;
     let slice = worker.settings.ingest.max_batch_logs.max(1);
     for (si, part) in entries.chunks(slice).enumerate() {
         let base = si * slice;
@@ -463,6 +505,7 @@ async fn insert_all(
             .metrics
             .logs_duplicate
             .inc_by(outcome.duplicates as u64);
+        duplicates += outcome.duplicates;
         refused.extend(
             outcome
                 .refused
@@ -470,7 +513,51 @@ async fn insert_all(
                 .map(|r| (base + r.index, format!("code {}: {}", r.code, r.message))),
         );
     }
-    Ok(refused)
+    Ok((refused, duplicates))
+}
+
+/// Removes an episode's uncounted entries (at or above `nextSequenceNumber`) so that this
+/// batch can number them again. They are nobody's: reads and archiving stop at the counted
+/// prefix, and the owner that wrote them is dead or paused. First this worker fences the
+/// episode (its epoch into `ingestEpoch`, by compare-and-set: an older owner can no longer count
+/// there), then it checks that no newer owner has claimed its partition, then it deletes.
+async fn reclaim_uncounted(
+    worker: &Worker,
+    part: &Partition<'_>,
+    ep: &EpisodeId,
+) -> Result<(), IngestError> {
+    part.still_ours()?;
+    let epoch = part.epoch;
+    let fenced = worker
+        .store
+        .update_metadata(ep, None, |m| {
+            if m.ingest_epoch > epoch {
+                return Err(IngestError::Fenced(crate::ledger::Fenced {
+                    mine: epoch,
+                    current: m.ingest_epoch,
+                }));
+            }
+            m.ingest_epoch = epoch;
+            Ok(Decision::Write(()))
+        })
+        .await?
+        .ok_or_else(|| MongoError::Missing(format!("LogMetadata of {ep} is gone")))?;
+    let latest = worker.store.latest_ingest_epoch_of(part.queue).await?;
+    if latest > epoch {
+        return Err(IngestError::Fenced(crate::ledger::Fenced {
+            mine: epoch,
+            current: latest,
+        }));
+    }
+    part.still_ours()?;
+    let frontier = fenced.metadata.next_sequence_number;
+    let removed = worker
+        .store
+        .delete_entries_in(ep, frontier, i64::MAX)
+        .await?;
+    worker.metrics.uncounted_reclaimed.inc_by(removed);
+    tracing::warn!(episode = %ep, frontier, removed, epoch, "removed uncounted entries another owner left; numbering again");
+    Ok(())
 }
 
 fn reused_reason(inc: &Incoming<'_>, k: &Known) -> String {

@@ -139,6 +139,33 @@ impl MongoStore {
             .deleted_count)
     }
 
+    /// The `_id` of every entry of one episode with `start <= sequenceNumber < end`, by
+    /// sequence number: what a batch checks its range holds before counting it.
+    pub async fn entry_ids_in(
+        &self,
+        ep: &EpisodeId,
+        start: i64,
+        end: i64,
+    ) -> Result<std::collections::HashMap<i64, bson::oid::ObjectId>, MongoError> {
+        let raw = self.entries.clone_with_type::<Document>();
+        let docs: Vec<Document> = self
+            .timed("read a range's entry ids", async {
+                raw.find(
+                    doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": start, "$lt": end}},
+                )
+                .projection(doc! {"_id": 1, "sequenceNumber": 1})
+                .batch_size(10_000)
+                .await?
+                .try_collect()
+                .await
+            })
+            .await?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| Some((seq_of(d)?, d.get_object_id("_id").ok()?)))
+            .collect())
+    }
+
     /// Entries of one episode with `start <= sequenceNumber < end`, in sequence order (what an
     /// archive run reads into a chunk).
     pub async fn entries_in_range(

@@ -68,4 +68,25 @@ impl MongoStore {
             }
         }
     }
+
+    /// The latest epoch claimed for `queue`: a worker whose own epoch is lower has lost the
+    /// partition to a newer owner.
+    pub async fn latest_ingest_epoch_of(&self, queue: &str) -> Result<i64, MongoError> {
+        let top: Option<Document> = self
+            .timed(
+                "find a queue's latest ingest epoch",
+                self.epochs
+                    .find_one(doc! {"queue": queue})
+                    .sort(doc! {"epoch": -1})
+                    .into_future(),
+            )
+            .await?;
+        Ok(top
+            .and_then(|d| match d.get("epoch") {
+                Some(bson::Bson::Int64(v)) => Some(*v),
+                Some(bson::Bson::Int32(v)) => Some(i64::from(*v)),
+                _ => None,
+            })
+            .unwrap_or(0))
+    }
 }
