@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs (when missing) and starts the services logfleet talks to, on this machine:
-#   RabbitMQ 127.0.0.1:5672 (guest/guest) with the consistent-hash exchange plugin,
+#   RabbitMQ 127.0.0.1:5672 (guest/guest) with the rabbitmq_sharding plugin (x-modulus-hash),
 #   two MongoDB wire-protocol servers:
 #     FerretDB v1.24.2 on SQLite, 127.0.0.1:27018 (built once from tools/ferretdb with Go),
 #     nx-27017 0.8.1 on SQLite, 127.0.0.1:27017 (a Python package, in a virtualenv),
@@ -83,7 +83,7 @@ start_ferretdb() {
   nohup "$ferretdb_bin" --listen-addr 127.0.0.1:27018 --handler sqlite \
     --sqlite-url "file:$state/ferretdb/" >>"$state/ferretdb.log" 2>&1 &
   echo $! >"$state/ferretdb.pid"
-  wait_port 27018 ferretdb
+  wait_port 27018 ferretdb || { tail -n 30 "$state/ferretdb.log" >&2; return 1; }
 }
 
 start_nx() {
@@ -97,7 +97,7 @@ start_nx() {
   mkdir -p "$state/mongo"
   "$venv/bin/nx-27017" --data-dir "$state/mongo" --port 27017 -d \
     --pid-file "$state/nx-27017.pid" --log-file "$state/nx-27017.log" >&2
-  wait_port 27017 mongodb
+  wait_port 27017 mongodb || { tail -n 30 "$state/nx-27017.log" >&2; return 1; }
 }
 
 case "${1:-}" in
@@ -113,12 +113,13 @@ if ! answers 5672; then
   wait_port 5672 rabbitmq
 fi
 # The broker takes a moment after the port opens before plugins can be enabled.
+# The logs exchange is of type x-modulus-hash, from rabbitmq_sharding.
 for _ in $(seq 1 60); do
-  if rabbitmq-plugins enable --quiet rabbitmq_consistent_hash_exchange >/dev/null 2>&1; then break; fi
+  if rabbitmq-plugins enable --quiet rabbitmq_sharding >/dev/null 2>&1; then break; fi
   sleep 1
 done
-rabbitmq-plugins list -e 2>/dev/null | grep -q rabbitmq_consistent_hash_exchange \
-  || { log "could not enable rabbitmq_consistent_hash_exchange"; exit 1; }
+rabbitmq-plugins list -e 2>/dev/null | grep -q rabbitmq_sharding \
+  || { log "could not enable rabbitmq_sharding"; exit 1; }
 
 # --- MongoDB-protocol servers: both are started, so either can be chosen per run -----------
 start_ferretdb

@@ -27,7 +27,9 @@ done
 for s in "${servers[@]}"; do
   case "$s" in ferretdb|nx) ;; *) echo "--mongo must be ferretdb or nx, not '$s'" >&2; exit 2 ;; esac
 done
-eval "$(./scripts/services.sh)"
+# A failed start must stop the run here: `eval "$(...)"` alone would carry on without it.
+services_env="$(./scripts/services.sh)" || { echo "scripts/services.sh failed" >&2; exit 1; }
+eval "$services_env"
 # Build every test binary once; each server's run then only runs them.
 cargo test --workspace --locked --no-run "$@"
 logs="$(mktemp -d)"
@@ -35,7 +37,9 @@ summary=()
 status=0
 for s in "${servers[@]}"; do
   echo "=== test suite on MongoDB-protocol server: $s ===" >&2
-  eval "$(LOGFLEET_MONGO="$s" ./scripts/services.sh)"
+  services_env="$(LOGFLEET_MONGO="$s" ./scripts/services.sh)" \
+    || { echo "scripts/services.sh failed for $s" >&2; exit 1; }
+  eval "$services_env"
   # The reconnect test and the crash suite stop and start the server with these.
   export MONGO_STOP_CMD="$PWD/scripts/services.sh stop-mongo $s"
   export MONGO_START_CMD="$PWD/scripts/services.sh start-mongo $s"

@@ -1,6 +1,7 @@
 //! Both workers reconnect: after the broker drops their connections, and after the MongoDB
-//! server restarts. Nothing is lost or doubled. This file is its own test binary so that no
-//! other test shares the servers while it disturbs them.
+//! server restarts. Nothing is lost or doubled. And an episode keeps its partition queue across
+//! a broker restart. This file is its own test binary so that no other test shares the servers
+//! while it disturbs them; its tests take turns ([`SERVERS`]).
 //!
 //! The MongoDB part needs commands that stop and start the server, in `MONGO_STOP_CMD` and
 //! `MONGO_START_CMD` (`scripts/test.sh` sets them for the local stand-in); without them that part
@@ -9,10 +10,16 @@
 use logfleet::archive::ArchiveOptions;
 use logfleet::health::HttpListen;
 use logfleet::ingest::IngestOptions;
+use std::collections::BTreeMap;
+
+use lapin::options::BasicGetOptions;
 use logfleet_testkit::{
     MongoOutage, SentLog, TestEnv, batch_body, broker_drops_connections, free_listener, http_get,
-    make_logs,
+    make_logs, run_shell,
 };
+
+/// Held by each test while it disturbs the broker or MongoDB: one at a time.
+static SERVERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn publish_all(env: &TestEnv, ep: &str, logs: &[SentLog], tag: &str) {
     for (i, part) in logs.chunks(20).enumerate() {
@@ -23,6 +30,7 @@ async fn publish_all(env: &TestEnv, ep: &str, logs: &[SentLog], tag: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_reconnect_after_the_broker_drops_them_and_after_a_mongodb_restart() {
+    let _turn = SERVERS.lock().await;
     let env = TestEnv::new("reconnect", |s| {
         s.ingest.archive_threshold = 100;
         s.ingest.chunk_size = 100;
@@ -114,5 +122,81 @@ async fn workers_reconnect_after_the_broker_drops_them_and_after_a_mongodb_resta
     );
     ingest.stop().await.expect("clean stop");
     archive.stop().await.expect("clean stop");
+    env.cleanup().await;
+}
+
+/// Publishes one message for each of `episodes` and takes every message back from the
+/// partition queues: which partition each episode went to.
+async fn partitions_of(
+    env: &TestEnv,
+    conn: &lapin::Connection,
+    episodes: &[String],
+) -> BTreeMap<String, usize> {
+    let publisher = logfleet::amqp::ConfirmedPublisher::open(conn)
+        .await
+        .expect("publisher");
+    for (i, ep) in episodes.iter().enumerate() {
+        let logs = make_logs(ep, 1, 1_764_700_000_000);
+        let body = serde_json::to_vec(&batch_body(ep, &logs)).unwrap();
+        publisher
+            .publish_json(
+                &env.topology.logs_exchange,
+                ep,
+                &body,
+                Some(&format!("{ep}-{i}")),
+            )
+            .await
+            .expect("publish confirmed");
+    }
+    let ch = conn.create_channel().await.unwrap();
+    let mut seen = BTreeMap::new();
+    for (p, queue) in env.topology.partition_queues.iter().enumerate() {
+        while let Some(m) = ch
+            .basic_get(
+                queue.as_str().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            let body: serde_json::Value = serde_json::from_slice(&m.delivery.data).unwrap();
+            let ep = body["episodeId"].as_str().expect("episodeId").to_owned();
+            assert_eq!(seen.insert(ep.clone(), p), None, "{ep} routed once");
+        }
+    }
+    logfleet::amqp::close_channel(&ch, "counted").await;
+    assert_eq!(seen.len(), episodes.len(), "every message was routed");
+    seen
+}
+
+/// Per-episode order rests on an episode's messages all waiting in one partition queue. A
+/// broker restart must not move an episode to another partition (the consistent-hash
+/// exchange's ring is rebuilt in the order bindings are recovered, and did move them; the
+/// modulus-hash exchange routes by the sorted queue names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_episode_keeps_its_partition_across_a_broker_restart() {
+    let _turn = SERVERS.lock().await;
+    let env = TestEnv::new("routing", |s| s.amqp.partitions = 8).await;
+    let episodes: Vec<String> = (0..64).map(|i| format!("route-{i:02}")).collect();
+    let before = partitions_of(&env, &env.conn, &episodes).await;
+    let used: std::collections::BTreeSet<usize> = before.values().copied().collect();
+    assert_eq!(used.len(), 8, "64 episodes spread over all 8 partitions: {before:?}");
+
+    tokio::task::spawn_blocking(|| {
+        run_shell("rabbitmqctl -q stop_app && rabbitmqctl -q start_app && rabbitmqctl -q await_startup")
+    })
+    .await
+    .unwrap();
+    let conn = logfleet::amqp::connect(&env.settings.amqp, "test-routing")
+        .await
+        .expect("RabbitMQ back");
+    let after = partitions_of(&env, &conn, &episodes).await;
+    let moved: Vec<_> = episodes
+        .iter()
+        .filter(|ep| before[*ep] != after[*ep])
+        .map(|ep| format!("{ep}: p{} -> p{}", before[ep], after[ep]))
+        .collect();
+    assert!(moved.is_empty(), "episodes moved at the broker restart: {moved:?}");
+    let _ = conn.close(200, "done".into()).await;
     env.cleanup().await;
 }

@@ -40,7 +40,7 @@ pub async fn run(settings: Settings, args: TopologyArgs) -> anyhow::Result<()> {
 
 fn print(t: &Topology) {
     println!(
-        "exchange {} (x-consistent-hash, routing key = episodeId)",
+        "exchange {} (x-modulus-hash, routing key = episodeId)",
         t.logs_exchange
     );
     for q in &t.partition_queues {

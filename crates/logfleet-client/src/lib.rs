@@ -361,7 +361,7 @@ impl Producer {
                 .map_err(|e| ClientError::Connect(e.to_string()))?;
             ch.exchange_declare(
                 config.exchange.as_str().into(),
-                ExchangeKind::Custom("x-consistent-hash".into()),
+                ExchangeKind::Custom("x-modulus-hash".into()),
                 ExchangeDeclareOptions {
                     passive: true,
                     ..Default::default()

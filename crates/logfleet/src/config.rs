@@ -62,7 +62,7 @@ pub struct AmqpSettings {
     pub url: String,
     /// Prefix of every exchange and queue name: `{prefix}.logs`, `{prefix}.logs.dlq`, ...
     pub prefix: String,
-    /// Number of partition queues behind the consistent-hash exchange `{prefix}.logs`.
+    /// Number of partition queues behind the modulus-hash exchange `{prefix}.logs`.
     pub partitions: u16,
     /// Type of the partition queues: `classic` (default) or `quorum`. Classic queues put the
     /// messages a dead consumer held back at their original positions, so publish order survives

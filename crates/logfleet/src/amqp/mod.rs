@@ -11,7 +11,7 @@
 //! Topology, all durable, names under `amqp.prefix` (default `logfleet`):
 //!
 //! ```text
-//! producers ──► {prefix}.logs  (x-consistent-hash, routing key = episodeId)
+//! producers ──► {prefix}.logs  (x-modulus-hash, routing key = episodeId)
 //!                  ├─► {prefix}.logs.p0 … p{N-1}   classic (or quorum) queues, each with
 //!                  │                                one exclusive consumer, DLX {prefix}.logs.dlx
 //! ingest-worker ───┘ invalid message ─► {prefix}.logs.dlx (fanout) ─► {prefix}.logs.dlq
@@ -49,9 +49,31 @@ pub enum AmqpError {
     #[error("RabbitMQ refused (nacked) a publish to {0}")]
     Nacked(String),
     #[error(
-        "RabbitMQ could not declare exchange {0} of type x-consistent-hash: enable the plugin with `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange`"
+        "RabbitMQ could not declare exchange {0} of type x-modulus-hash: enable the plugin with `rabbitmq-plugins enable rabbitmq_sharding`"
     )]
     MissingPlugin(String),
+    #[error(
+        "exchange {0} exists with another type (an earlier logfleet declared it x-consistent-hash, whose routing can change at a broker restart): replace it as docs/operations.md says, \"The logs exchange\""
+    )]
+    LogsExchangeType(String),
+}
+
+/// The type of the logs exchange: `x-modulus-hash` (plugin `rabbitmq_sharding`) routes an
+/// episodeId to the partition queue at `hash(episodeId) mod N` among the bound queues sorted by
+/// name, so an episode keeps its partition across broker restarts. (The consistent-hash
+/// exchange rebuilds its ring in the order bindings are recovered, so a restart can move an
+/// episode to another partition while its earlier messages still wait in the old one:
+/// rabbitmq-server#3386.)
+pub const LOGS_EXCHANGE_TYPE: &str = "x-modulus-hash";
+
+/// Whether an error is the broker's PRECONDITION_FAILED (406): a declare that does not match
+/// what exists.
+pub fn is_precondition_failed(e: &lapin::Error) -> bool {
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(p)
+            if matches!(p.kind(), lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::PRECONDITIONFAILED))
+    )
 }
 
 /// Whether an error is the broker's ACCESS_REFUSED (403): another consumer owns the queue.

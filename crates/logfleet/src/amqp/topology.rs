@@ -57,14 +57,18 @@ impl Topology {
         if let Err(e) = ch
             .exchange_declare(
                 self.logs_exchange.as_str().into(),
-                ExchangeKind::Custom("x-consistent-hash".into()),
+                ExchangeKind::Custom(super::LOGS_EXCHANGE_TYPE.into()),
                 durable,
                 FieldTable::default(),
             )
             .await
         {
             tracing::error!(error = %e, exchange = %self.logs_exchange, "declaring the logs exchange failed");
-            return Err(AmqpError::MissingPlugin(self.logs_exchange.clone()));
+            return Err(if super::is_precondition_failed(&e) {
+                AmqpError::LogsExchangeType(self.logs_exchange.clone())
+            } else {
+                AmqpError::MissingPlugin(self.logs_exchange.clone())
+            });
         }
         for (ex, q) in [
             (&self.dead_letter_exchange, &self.dead_letter_queue),
@@ -103,11 +107,12 @@ impl Topology {
             };
             ch.queue_declare(q.as_str().into(), QueueDeclareOptions::durable(), args)
                 .await?;
-            // Binding key of a consistent-hash exchange is the partition's weight.
+            // The modulus-hash exchange ignores binding keys: every bound queue is one bucket.
+            // Nothing else may be bound to it, or every episode's partition shifts.
             ch.queue_bind(
                 q.as_str().into(),
                 self.logs_exchange.as_str().into(),
-                "1".into(),
+                "".into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
