@@ -352,7 +352,7 @@ def compose_checks(root: Path, bindir: Path, rep: Report, tmp: Path) -> None:
         if src.endswith("enabled_plugins"):
             text = (root / src).read_text()
             plugins = set(re.findall(r"[a-z_]+", text))
-            want = {"rabbitmq_consistent_hash_exchange", "rabbitmq_prometheus"}
+            want = {exchange_plugin(root), "rabbitmq_prometheus"}
             if "management" in str(rabbit.get("image", "")):
                 want.add("rabbitmq_management")
             for w in sorted(want - plugins):
@@ -360,7 +360,25 @@ def compose_checks(root: Path, bindir: Path, rep: Report, tmp: Path) -> None:
                     f"{src} replaces the image's plugin list and lacks {w}"
                     + (" (the broker would have no metrics)" if w == "rabbitmq_prometheus" else "")
                 )
-    rep.add("compose: RabbitMQ's enabled_plugins keeps prometheus (and management) beside the consistent-hash exchange", problems)
+    rep.add(f"compose: RabbitMQ's enabled_plugins keeps prometheus (and management) beside {exchange_plugin(root)} (the logs exchange's type)", problems)
+
+
+EXCHANGE_PLUGINS = {
+    "x-modulus-hash": "rabbitmq_sharding",
+    "x-consistent-hash": "rabbitmq_consistent_hash_exchange",
+}
+
+
+def exchange_plugin(root: Path) -> str:
+    """The RabbitMQ plugin that provides the logs exchange's type, as the code declares it."""
+    text = "\n".join(p.read_text() for p in sorted((root / "crates/logfleet/src/amqp").glob("*.rs")))
+    m = re.search(r'LOGS_EXCHANGE_TYPE:\s*&str\s*=\s*"([^"]+)"', text)
+    if m and m.group(1) in EXCHANGE_PLUGINS:
+        return EXCHANGE_PLUGINS[m.group(1)]
+    for kind, plugin in EXCHANGE_PLUGINS.items():
+        if f'"{kind}' in text:
+            return plugin
+    return "rabbitmq_sharding"
 
 
 def image_tools(dockerfile: Path) -> set[str]:
@@ -488,6 +506,10 @@ def workflow_checks(root: Path, bindir: Path, rep: Report, tmp: Path) -> None:
             text = "\n".join(runs)
             has_tests = "cargo test" in text
             services = job.get("services") or {}
+            plugin = exchange_plugin(root)
+            if has_tests and any("rabbitmq" in str(s.get("image", "")) for s in services.values()):
+                if not re.search(rf"rabbitmq-plugins\s+enable\b[^\n]*\b{plugin}\b", text):
+                    ci_problems.append(f"{rel} job {job_id}: the broker service does not get {plugin}, which the logs exchange's type needs")
             if has_tests and any("rabbitmq" in str(s.get("image", "")) for s in services.values()):
                 if not re.search(r"rabbitmqctl", text) or "GITHUB_PATH" not in text:
                     ci_problems.append(f"{rel} job {job_id}: the tests call rabbitmqctl on the host, and the broker is a service container: put a rabbitmqctl shim (docker exec) on PATH")
@@ -499,7 +521,7 @@ def workflow_checks(root: Path, bindir: Path, rep: Report, tmp: Path) -> None:
     rep.add("workflows: contexts in job-level env", ctx_problems)
     rep.add("workflows: shellcheck of every run step", shell_problems)
     rep.add("workflows: images pinned, none removed or archived (services, containers, docker run)", image_problems)
-    rep.add("workflows: the test job gives the tests rabbitmqctl and MONGO_STOP_CMD / MONGO_START_CMD", ci_problems)
+    rep.add("workflows: the test job enables the exchange plugin and gives the tests rabbitmqctl and MONGO_STOP_CMD / MONGO_START_CMD", ci_problems)
 
 
 # --- shell scripts --------------------------------------------------------------------------
