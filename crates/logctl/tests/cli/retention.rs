@@ -59,8 +59,12 @@ async fn retention_plan_run_and_overrides_through_the_binary() {
     let (out, stdout, _) = common::run(&env, &["retention", "plan", "--json"], None).await;
     assert!(out.status.success());
     assert!(planned(&stdout).is_empty(), "{stdout}");
-    let (out, stdout, _) =
-        common::run(&env, &["retention", "plan", "--episode-max-age", "30d"], None).await;
+    let (out, stdout, _) = common::run(
+        &env,
+        &["retention", "plan", "--episode-max-age", "30d"],
+        None,
+    )
+    .await;
     assert!(out.status.success());
     assert!(
         stdout.contains("would expire: 1 episodes (1 whole), 2 chunks, 60 logs"),
@@ -68,29 +72,42 @@ async fn retention_plan_run_and_overrides_through_the_binary() {
     );
 
     // Its own limit replaces the global one: kept forever, then the global limit again.
-    let (out, stdout, _) =
-        common::run(&env, &["retention", "set", "old", "--max-age", "never"], None).await;
+    let (out, stdout, _) = common::run(
+        &env,
+        &["retention", "set", "old", "--max-age", "never"],
+        None,
+    )
+    .await;
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("episode max age never"), "{stdout}");
     let (_, stdout, _) = common::run(&env, &plan_30d, None).await;
     assert!(planned(&stdout).is_empty(), "{stdout}");
     let (out, _, _) = common::run(&env, &["retention", "clear", "old"], None).await;
     assert!(out.status.success());
-    assert!(env.metadata("old").await.unwrap().retention_override.is_none());
+    assert!(
+        env.metadata("old")
+            .await
+            .unwrap()
+            .retention_override
+            .is_none()
+    );
 
     // Bad input is refused with the reason, and changes nothing.
+    let (out, _, stderr) =
+        common::run(&env, &["retention", "run", "--episode-max-age", "3w"], None).await;
+    assert!(!out.status.success());
+    assert!(stderr.contains("unknown unit"), "{stderr}");
     let (out, _, stderr) = common::run(
         &env,
-        &["retention", "run", "--episode-max-age", "3w"],
+        &["retention", "set", "no-such-episode", "--max-age", "1d"],
         None,
     )
     .await;
     assert!(!out.status.success());
-    assert!(stderr.contains("unknown unit"), "{stderr}");
-    let (out, _, stderr) =
-        common::run(&env, &["retention", "set", "no-such-episode", "--max-age", "1d"], None).await;
-    assert!(!out.status.success());
-    assert!(stderr.contains("no LogMetadata for no-such-episode"), "{stderr}");
+    assert!(
+        stderr.contains("no LogMetadata for no-such-episode"),
+        "{stderr}"
+    );
     assert_eq!(env.metadata("old").await.unwrap().expired_logs, 0);
 
     let (out, stdout, _) = common::run(

@@ -130,8 +130,15 @@ pub(crate) async fn look_at_queue(ch: &Channel, queue: &str) -> Result<lapin::Qu
 pub async fn close_channel(ch: &Channel, reason: &str) {
     if ch.status().connected() {
         let close = ch.close(200, reason.into());
-        if tokio::time::timeout(Duration::from_secs(10), close).await.is_err() {
-            tracing::warn!(channel = ch.id(), reason, "closing a channel took over 10 s; dropping it");
+        if tokio::time::timeout(Duration::from_secs(10), close)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                channel = ch.id(),
+                reason,
+                "closing a channel took over 10 s; dropping it"
+            );
         }
     }
 }
