@@ -125,15 +125,27 @@ async fn assert_consistent(env: &TestEnv, ep: &str) -> LogMetadata {
     );
     let mut next = m.expired_logs;
     for (c, (size, lines)) in snap.chunks.iter().zip(&snap.chunk_lines) {
-        assert_eq!(c.start_sequence, next, "{ep}: chunk {} start", c.chunk_number);
+        assert_eq!(
+            c.start_sequence, next,
+            "{ep}: chunk {} start",
+            c.chunk_number
+        );
         assert_eq!(c.size_bytes, *size as i64);
         assert_eq!(lines.len() as i32, c.log_count);
         assert_eq!(lines.first().unwrap().sequence_number, c.start_sequence);
         next = c.end_sequence + 1;
     }
-    assert_eq!(next, m.archived_logs.max(m.expired_logs), "{ep}: chunks end");
+    assert_eq!(
+        next,
+        m.archived_logs.max(m.expired_logs),
+        "{ep}: chunks end"
+    );
     let live_logs: i64 = snap.chunks.iter().map(|c| i64::from(c.log_count)).sum();
-    assert_eq!(live_logs, m.archived_logs - m.expired_logs, "{ep}: live archived logs");
+    assert_eq!(
+        live_logs,
+        m.archived_logs - m.expired_logs,
+        "{ep}: live archived logs"
+    );
     let live_bytes: i64 = snap.chunks.iter().map(|c| c.size_bytes).sum();
     assert_eq!(
         live_bytes,
@@ -142,7 +154,10 @@ async fn assert_consistent(env: &TestEnv, ep: &str) -> LogMetadata {
     );
     let mut srcs: Vec<String> = snap.chunks.iter().map(|c| c.src.clone()).collect();
     srcs.sort();
-    assert_eq!(snap.keys, srcs, "{ep}: S3 objects differ from the live records");
+    assert_eq!(
+        snap.keys, srcs,
+        "{ep}: S3 objects differ from the live records"
+    );
     // The hot tail: exactly archivedLogs..nextSequenceNumber.
     let seqs: Vec<i64> = snap.hot.iter().map(|e| e.sequence_number).collect();
     assert_eq!(
@@ -177,7 +192,9 @@ fn query_service(env: &TestEnv) -> QueryService {
 }
 
 async fn http_get(base: &str, path: &str) -> (u16, Value) {
-    let r = reqwest::get(format!("{base}{path}")).await.expect("request");
+    let r = reqwest::get(format!("{base}{path}"))
+        .await
+        .expect("request");
     let status = r.status().as_u16();
     (status, r.json().await.expect("JSON body"))
 }
@@ -208,7 +225,13 @@ async fn a_whole_episode_expires_and_reads_answer_410() {
     let before = assert_consistent(&env, "old").await;
     assert_eq!((before.total_chunks, before.current_logs), (4, 10));
     let episode = EpisodeId::parse("old").unwrap();
-    assert!(env.store.count_archived_messages_of(&episode).await.unwrap() > 0);
+    assert!(
+        env.store
+            .count_archived_messages_of(&episode)
+            .await
+            .unwrap()
+            > 0
+    );
 
     let r = archiver(&env, "retention", Faults::default(), policy(30, 0));
     let now = DateTime::now();
@@ -216,7 +239,13 @@ async fn a_whole_episode_expires_and_reads_answer_410() {
     assert_eq!(plan.expiries.len(), 1, "{plan:?}");
     let p = &plan.expiries[0];
     assert_eq!(
-        (p.episode_id.as_str(), p.kind.as_str(), p.chunks, p.logs, p.hot_logs),
+        (
+            p.episode_id.as_str(),
+            p.kind.as_str(),
+            p.chunks,
+            p.logs,
+            p.hot_logs
+        ),
         ("old", KIND_EPISODE, 4, 110, 10)
     );
     assert_eq!(
@@ -228,15 +257,31 @@ async fn a_whole_episode_expires_and_reads_answer_410() {
 
     let m = assert_consistent(&env, "old").await;
     assert_eq!(
-        (m.expired_logs, m.archived_logs, m.current_logs, m.current_mongo_bytes),
+        (
+            m.expired_logs,
+            m.archived_logs,
+            m.current_logs,
+            m.current_mongo_bytes
+        ),
         (110, 110, 0, 0)
     );
     assert_eq!((m.expired_chunks, m.total_chunks), (4, 4));
     assert_eq!(m.expired_s3_bytes, before.archived_s3_bytes);
     assert!(m.expired_at.is_some());
-    assert!(m.expiry_reason.as_deref().unwrap().contains("episode retention"));
+    assert!(
+        m.expiry_reason
+            .as_deref()
+            .unwrap()
+            .contains("episode retention")
+    );
     assert_eq!(env.store.count_entries_from(&episode, 0).await.unwrap(), 0);
-    assert_eq!(env.store.count_archived_messages_of(&episode).await.unwrap(), 0);
+    assert_eq!(
+        env.store
+            .count_archived_messages_of(&episode)
+            .await
+            .unwrap(),
+        0
+    );
     // The young episode is untouched.
     env.snapshot("young").await.assert_exact(&young);
 
@@ -320,10 +365,20 @@ async fn chunks_only_expire_and_the_hot_tail_stays() {
 
     let m = assert_consistent(&env, ep).await;
     assert_eq!(
-        (m.expired_logs, m.expired_chunks, m.archived_logs, m.current_logs),
+        (
+            m.expired_logs,
+            m.expired_chunks,
+            m.archived_logs,
+            m.current_logs
+        ),
         (50, 2, 100, 10)
     );
-    assert!(m.expiry_reason.as_deref().unwrap().contains("chunk retention"));
+    assert!(
+        m.expiry_reason
+            .as_deref()
+            .unwrap()
+            .contains("chunk retention")
+    );
     let snap = env.snapshot(ep).await;
     let kept: Vec<SentLog> = snap.all_logs().into_iter().map(|l| l.log).collect();
     assert!(kept == logs[50..], "logs 50.. kept as they were");
@@ -331,10 +386,7 @@ async fn chunks_only_expire_and_the_hot_tail_stays() {
     // Reads: from the start begins at 50; a range only below 50 is Expired; one across it
     // starts at 50.
     let svc = query_service(&env);
-    let page = svc
-        .read_page(&read(ep, SeqRange::default()))
-        .await
-        .unwrap();
+    let page = svc.read_page(&read(ep, SeqRange::default())).await.unwrap();
     assert_eq!(page.logs.first().unwrap().sequence_number, 50);
     assert_eq!(page.logs.len(), 60);
     let e = svc
@@ -508,7 +560,12 @@ async fn a_crash_after_each_step_is_finished_by_the_next_pass() {
     // episodes with a marker are candidates even under a policy that would not pick them.
     let mut done = 0;
     for i in 0..steps.len() {
-        let r = archiver(&env, &format!("crasher-{i}"), Faults::default(), policy(30, 0));
+        let r = archiver(
+            &env,
+            &format!("crasher-{i}"),
+            Faults::default(),
+            policy(30, 0),
+        );
         let report = r.retention_pass(DateTime::now(), |_, _| {}).await.unwrap();
         done += report.expired.len();
         assert_eq!(report.failed, 0);
@@ -520,9 +577,16 @@ async fn a_crash_after_each_step_is_finished_by_the_next_pass() {
     // of the same instance) releases it, with nothing to do.
     for i in 0..steps.len() {
         let ep = EpisodeId::parse(&format!("crash-{i}")).unwrap();
-        let a = archiver(&env, &format!("crasher-{i}"), Faults::default(), policy(30, 0));
+        let a = archiver(
+            &env,
+            &format!("crasher-{i}"),
+            Faults::default(),
+            policy(30, 0),
+        );
         assert_eq!(
-            a.archive_episode(&ep, ArchiveKind::Threshold).await.unwrap(),
+            a.archive_episode(&ep, ArchiveKind::Threshold)
+                .await
+                .unwrap(),
             ArchiveOutcome::Done { chunks: 0, logs: 0 }
         );
     }
@@ -530,7 +594,12 @@ async fn a_crash_after_each_step_is_finished_by_the_next_pass() {
         let ep = format!("crash-{i}");
         let m = assert_consistent(&env, &ep).await;
         assert_eq!(
-            (m.expired_logs, m.expired_chunks, m.expired_s3_bytes, m.current_logs),
+            (
+                m.expired_logs,
+                m.expired_chunks,
+                m.expired_s3_bytes,
+                m.current_logs
+            ),
             (110, 4, *s3, 0),
             "{ep}: counted once"
         );
@@ -645,10 +714,7 @@ async fn an_expiry_racing_ingest_keeps_the_new_logs() {
         async move { r.expire_episode(&episode, DateTime::now()).await }
     });
     pause.reached().await;
-    assert_eq!(
-        env.metadata(ep).await.unwrap().expiring.unwrap().below,
-        60
-    );
+    assert_eq!(env.metadata(ep).await.unwrap().expiring.unwrap().below, 60);
     // New logs of the same episode arrive meanwhile and are counted above the marker.
     let fresh = make_logs("fresh", 40, DateTime::now().timestamp_millis());
     ingest(&env, ep, &fresh, "new", 100).await;
@@ -660,7 +726,12 @@ async fn an_expiry_racing_ingest_keeps_the_new_logs() {
     );
     let m = assert_consistent(&env, ep).await;
     assert_eq!(
-        (m.expired_logs, m.archived_logs, m.current_logs, m.total_logs),
+        (
+            m.expired_logs,
+            m.archived_logs,
+            m.current_logs,
+            m.total_logs
+        ),
         (60, 60, 40, 100)
     );
     let snap = env.snapshot(ep).await;
@@ -697,7 +768,12 @@ async fn an_expiry_racing_archiving_is_decided_by_the_lease() {
     // An archive run holds the lease (held after its first upload): the expiry is turned away
     // and changes nothing.
     let pause = PauseAt::new(FaultPoint::ArchiveAfterUpload, 1, FaultAction::Continue);
-    let x = Arc::new(archiver(&env, "archiver", Faults::new(pause.clone()), policy(0, 0)));
+    let x = Arc::new(archiver(
+        &env,
+        "archiver",
+        Faults::new(pause.clone()),
+        policy(0, 0),
+    ));
     let run = tokio::spawn({
         let (x, episode) = (x.clone(), episode.clone());
         async move { x.archive_episode(&episode, ArchiveKind::Threshold).await }
@@ -730,7 +806,12 @@ async fn an_expiry_racing_archiving_is_decided_by_the_lease() {
     ingest(&env, ep2, &make_logs(ep2, 60, OLD_MS), "b", 60).await;
     let episode2 = EpisodeId::parse(ep2).unwrap();
     let pause = PauseAt::new(FaultPoint::RetentionAfterMark, 1, FaultAction::Continue);
-    let r2 = Arc::new(archiver(&env, "retention-2", Faults::new(pause.clone()), policy(30, 0)));
+    let r2 = Arc::new(archiver(
+        &env,
+        "retention-2",
+        Faults::new(pause.clone()),
+        policy(30, 0),
+    ));
     let held = tokio::spawn({
         let (r2, episode2) = (r2.clone(), episode2.clone());
         async move { r2.expire_episode(&episode2, DateTime::now()).await }
