@@ -110,6 +110,55 @@ async fn archive_stopped_after_metadata_is_completed_by_another_worker() {
     stopped_after(FaultPoint::ArchiveAfterMetadata, "stop-metadata").await;
 }
 
+/// A worker that dies holding the lock after it finished a commit's follow-up steps, with the
+/// episode now under its threshold, leaves `sweepDue` set: the sweep takes the expired lock
+/// and releases it. (Cleared with the follow-up steps, nothing ever looked at the episode
+/// again and it stayed locked: the long crash suite found it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_left_under_the_threshold_is_released_by_the_sweep() {
+    let env = TestEnv::new("left-lock", |s| {
+        s.ingest.archive_threshold = 100;
+        s.ingest.chunk_size = 100;
+        s.archive.lease_secs = 2;
+    })
+    .await;
+    let ep = "left-lock";
+    let logs = env.ingest_with_worker(ep, 150).await;
+    // X commits the chunk and stops before its follow-up steps; Y takes the expired lock over,
+    // finishes those steps and stops before it releases the lock.
+    for (name, step) in [
+        ("archiver-x", FaultPoint::ArchiveAfterLogChunk),
+        ("archiver-y", FaultPoint::ArchiveBeforeCleanup),
+    ] {
+        let w = env.spawn_archive(ArchiveOptions {
+            instance: Some(name.into()),
+            faults: Faults::new(CrashAt::new(step, 1)),
+            ..Default::default()
+        });
+        let stopped = w.join.await.unwrap();
+        assert!(
+            matches!(stopped, Err(ArchiveError::Injected(InjectedFault(s))) if s == step),
+            "{name}: {stopped:?}"
+        );
+    }
+    let m = env.metadata(ep).await.unwrap();
+    assert_eq!(m.archive_lease.as_ref().unwrap().owner, "archiver-y");
+    assert!(m.is_archiving && m.pending_chunk.is_none());
+    assert_eq!((m.current_logs, m.archived_logs), (50, 100), "under the threshold");
+    assert!(m.sweep_due, "a held lock keeps the episode in the sweep's list");
+
+    let z = env.spawn_archive(ArchiveOptions {
+        instance: Some("archiver-z".into()),
+        ..Default::default()
+    });
+    env.wait_for_episode(ep, 150, 1).await;
+    let m = env.metadata(ep).await.unwrap();
+    assert!(!m.is_archiving && m.archive_lease.is_none() && !m.sweep_due);
+    env.snapshot(ep).await.assert_exact(&logs);
+    z.stop().await.expect("clean stop");
+    env.cleanup().await;
+}
+
 /// Issue 11, item 13: a worker that stops right after its commit leaves an episode under its
 /// threshold (`currentLogs` 0) with archived entries still hot and an expired lock. The sweep
 /// finds it all the same (`sweepDue`) and finishes it.

@@ -362,11 +362,13 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         };
         self.store.record_archived_messages(&records).await?;
         self.store.delete_entries_below(&ep, below).await?;
-        if meta.pending_chunk.is_some() || meta.sweep_due {
+        if meta.pending_chunk.is_some() {
+            // `sweepDue` stays set while the lock is held (the release recomputes it): a
+            // holder that dies after this step leaves its lock for the sweep to find. Cleared
+            // here, an episode below its threshold kept an expired lock for good.
             meta = self
                 .update_locked(&ep, |m| {
                     m.pending_chunk = None;
-                    m.sweep_due = m.due_at_rest();
                     Ok(())
                 })
                 .await?;
