@@ -1,8 +1,10 @@
 //! `logctl demo`: both workers, a sample load, a summary of what landed where.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
 use logfleet::amqp::request_archive;
 use logfleet::amqp::{ConfirmedPublisher, Topology};
 use logfleet::config::Settings;
@@ -121,28 +123,57 @@ pub async fn run(settings: Settings, args: DemoArgs) -> anyhow::Result<()> {
     );
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout_secs);
+    let total: u64 = episodes.iter().map(|(_, n)| n).sum();
+    // Ingested against everything published; archived shown beside it. On a terminal the bar
+    // redraws in place; otherwise a line every 10 s says the same.
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} logs ingested, {msg} [{elapsed_precise}]",
+        )
+        .expect("valid template"),
+    );
+    let plain = !std::io::stderr().is_terminal();
+    let mut last_line = tokio::time::Instant::now();
     // Ingested, and every full chunk due at the threshold archived.
-    for (ep, n) in &episodes {
-        loop {
+    loop {
+        let mut settled = true;
+        let (mut ingested, mut archived) = (0u64, 0u64);
+        let mut stuck = Vec::new();
+        for (ep, n) in &episodes {
             let m = store.metadata_of(ep).await?;
             let done = m.as_ref().is_some_and(|m| {
                 let due = m.current_logs >= i64::from(m.archive_threshold)
                     && m.current_logs >= i64::from(m.chunk_size);
                 m.total_logs == *n as i64 && !due && !m.is_archiving
             });
-            if done {
-                break;
+            settled &= done;
+            if let Some(m) = &m {
+                ingested += m.total_logs.max(0) as u64;
+                archived += m.archived_logs.max(0) as u64;
             }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "{ep} did not settle within {} s: {:?}",
-                    args.timeout_secs,
-                    m.map(|m| (m.total_logs, m.archived_logs))
-                );
+            if !done {
+                stuck.push((ep.clone(), m.map(|m| (m.total_logs, m.archived_logs))));
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        bar.set_position(ingested);
+        bar.set_message(format!("{archived} archived"));
+        if plain && (settled || last_line.elapsed() >= Duration::from_secs(10)) {
+            eprintln!("{ingested}/{total} logs ingested, {archived} archived");
+            last_line = tokio::time::Instant::now();
+        }
+        if settled {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            bar.abandon();
+            bail!(
+                "not settled within {} s (episode, (ingested, archived)): {stuck:?}",
+                args.timeout_secs
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    bar.finish_and_clear();
     // The last episode is "finished": flush its final partial chunk.
     let (last, last_n) = episodes.last().expect("at least one episode");
     request_archive(&publisher, &topology, last, ArchiveKind::Flush).await?;
