@@ -1,10 +1,9 @@
 //! Issues 5 and 11, crash suite, short version (CI): the real worker binaries, SIGKILLed at
-//! random moments at least 20 times, archive-workers stalled (SIGSTOP, then SIGCONT) past their
-//! lease a few times; the broker restarted and MongoDB stopped and started once. (Ingest-worker
-//! stalls past the consumer timeout are in the long suite's options, `--ingest-stalls`; see
-//! docs/architecture.md, "When the orders differ".) Then archiving finishes
-//! (every episode at or over its threshold gets its chunks) and every published log is present
-//! exactly once, in order, with exact counters and chunks.
+//! random moments at least 20 times; ingest-workers stalled (SIGSTOP, then SIGCONT) past the
+//! broker's consumer timeout, and archive-workers past their lease, a few times each; the broker
+//! restarted and MongoDB stopped and started once. Then archiving finishes (every episode at or
+//! over its threshold gets its chunks) and every published log is present exactly once, in
+//! order, with exact counters and chunks.
 //! The long version: `scripts/crash-suite.sh`.
 
 use logfleet_testkit::crash::{self, CrashPlan};

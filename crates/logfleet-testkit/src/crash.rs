@@ -85,10 +85,10 @@ impl CrashPlan {
             ingest_workers: 3,
             archive_workers: 2,
             kills: 20,
-            // Ingest stalls past the consumer timeout are the long suite's (--ingest-stalls):
-            // each costs a consumer timeout; what they exercise is in docs/architecture.md,
-            // "When the orders differ".
-            ingest_stalls: 0,
+            // Each past the lowered consumer timeout: the broker closes the stalled worker's
+            // channel and redelivers its batch to a successor while the zombie holds it (what
+            // that exercises: docs/architecture.md, "When the orders differ").
+            ingest_stalls: 3,
             archive_stalls: 3,
             lease_secs: 3,
             consumer_timeout_ms: 5_000,
