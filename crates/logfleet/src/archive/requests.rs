@@ -100,6 +100,7 @@ pub(super) async fn consume_events<S: ObjectStore + 'static>(
         }
     }
     crate::amqp::close_channel(&channel, "consumer done").await;
+    crate::amqp::close_channel(publisher.channel(), "session done").await;
     injected.map_or(result, Err)
 }
 

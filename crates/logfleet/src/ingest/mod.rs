@@ -245,6 +245,8 @@ async fn session(
             first_error.get_or_insert(e);
         }
     }
+    // Every channel closed before the connection is (see `amqp::close_channel`).
+    crate::amqp::close_channel(publisher.channel(), "session done").await;
     first_error.map_or(Ok(()), Err)
 }
 

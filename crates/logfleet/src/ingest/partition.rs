@@ -206,8 +206,11 @@ pub(super) async fn keep_fair_share(
 ) -> Result<(), IngestError> {
     let poll = worker.standby_poll();
     let mut last = 0;
-    loop {
-        let live = worker.topology.live_workers(&presence).await? as usize;
+    let result = loop {
+        let live = match worker.topology.live_workers(&presence).await {
+            Ok(n) => n as usize,
+            Err(e) => break Err(e.into()),
+        };
         let target = share.rebalance(live);
         if target != last {
             tracing::info!(
@@ -218,10 +221,14 @@ pub(super) async fn keep_fair_share(
             last = target;
         }
         tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = stop.cancelled() => break Ok(()),
             _ = tokio::time::sleep(poll) => {}
         }
-    }
+    };
+    // Closed before the session closes the connection: a channel dropped open is closed by
+    // lapin in the background, racing the connection's close (an ERROR line at a clean stop).
+    crate::amqp::close_channel(&presence, "presence done").await;
+    result
 }
 
 #[cfg(test)]
