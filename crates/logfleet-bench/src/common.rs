@@ -285,8 +285,13 @@ impl WorkerProc {
 
     /// The value of a sample on `/metrics`; None while the endpoint does not answer.
     pub async fn metric(&self, sample: &str) -> Option<f64> {
-        let text = http_body(self.http, "/metrics").await?;
+        let text = self.metrics_text().await?;
         logfleet_testkit::metric_value(&text, sample)
+    }
+
+    /// The whole `/metrics` text; None while the endpoint does not answer.
+    pub async fn metrics_text(&self) -> Option<String> {
+        http_body(self.http, "/metrics").await
     }
 
     /// Peak resident set size so far (VmHWM), in bytes.
@@ -409,4 +414,134 @@ pub async fn raw_insert_rate() -> anyhow::Result<RawRate> {
         runs,
         docs: n,
     })
+}
+
+/// CPU time a process has used so far, user + system, all its threads (`/proc/PID/stat`).
+pub fn proc_cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3 (state);
+    // utime and stime are fields 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(f.get(i - 3)
+            .ok_or_else(|| anyhow!("short /proc/{pid}/stat"))?
+            .parse::<f64>()?)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((ticks(14)? + ticks(15)?) / hz)
+}
+
+/// One ingest-worker process draining queues filled beforehand.
+pub struct Drained {
+    /// From its first owned partition to its last ack.
+    pub wall: Duration,
+    /// Its CPU time over the same span.
+    pub cpu_secs: f64,
+    /// Its CPU time before the first owned partition (start-up: connect, indexes, topology).
+    pub startup_cpu_secs: f64,
+    /// Partitions it owned at most.
+    pub partitions: u32,
+}
+
+/// Waits until the worker process `w` has acked `messages` messages: the clock and its CPU time
+/// run from its first owned partition. `/metrics` is read every 10 ms until then (start-up),
+/// then once every `poll` (one GET each time): the worker serves those reads with its own CPU.
+pub async fn drain_process(
+    w: &WorkerProc,
+    messages: u64,
+    poll: Duration,
+) -> anyhow::Result<Drained> {
+    let deadline = Instant::now() + STUCK_AFTER;
+    let (mut t0, mut cpu0, mut owned_max) = (None, 0.0, 0.0f64);
+    loop {
+        let text = w.metrics_text().await.unwrap_or_default();
+        let value = |name: &str| logfleet_testkit::metric_value(&text, name).unwrap_or(0.0);
+        let owned = value("logfleet_ingest_partitions_owned");
+        owned_max = owned_max.max(owned);
+        if t0.is_none() && owned > 0.0 {
+            cpu0 = proc_cpu_secs(w.pid())?;
+            t0 = Some(Instant::now());
+        }
+        let acked = value("logfleet_ingest_messages_acked_total");
+        if acked >= messages as f64 {
+            let wall = t0.expect("a partition was owned").elapsed();
+            let cpu1 = proc_cpu_secs(w.pid())?;
+            return Ok(Drained {
+                wall,
+                cpu_secs: cpu1 - cpu0,
+                startup_cpu_secs: cpu0,
+                partitions: owned_max as u32,
+            });
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "stuck: {acked} of {messages} messages acked"
+        );
+        let wait = if t0.is_some() {
+            poll
+        } else {
+            Duration::from_millis(10)
+        };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The server's plan for `find(filter)` on a collection, from `explain`, in a few words: the
+/// stages, index names and details it names (MongoDB: `winningPlan` stages; FerretDB: its
+/// SQLite plan and whether the filter was pushed down; nx-27017: its SQLite plan).
+pub async fn explain_find(
+    client: &mongodb::Client,
+    database: &str,
+    collection: &str,
+    filter: bson::Document,
+) -> String {
+    let cmd = bson::doc! {"explain": {"find": collection, "filter": filter}};
+    let e = match client.database(database).run_command(cmd).await {
+        Ok(e) => e,
+        Err(e) => return format!("explain failed: {e}"),
+    };
+    fn walk(b: &bson::Bson, out: &mut Vec<String>) {
+        match b {
+            bson::Bson::Document(d) => {
+                for (k, v) in d {
+                    match (k.as_str(), v) {
+                        ("stage" | "detail" | "indexName", bson::Bson::String(s)) => {
+                            out.push(s.clone())
+                        }
+                        _ => walk(v, out),
+                    }
+                }
+            }
+            bson::Bson::Array(a) => {
+                for v in a {
+                    match v {
+                        bson::Bson::String(s) => out.push(s.clone()),
+                        v => walk(v, out),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut parts = Vec::new();
+    if let Ok(qp) = e.get_document("queryPlanner") {
+        let plan = qp.get("winningPlan").or_else(|| qp.get("Plan"));
+        if let Some(p) = plan {
+            walk(p, &mut parts);
+        }
+    }
+    let mut s = if parts.is_empty() {
+        "no plan in the explain output".to_owned()
+    } else {
+        parts.join(" <- ")
+    };
+    if let Ok(p) = e.get_bool("filterPushdown") {
+        s.push_str(&format!("; filterPushdown {p}"));
+    }
+    s
 }

@@ -30,6 +30,28 @@ pub fn load_average() -> String {
         .join(" ")
 }
 
+/// The broker's `consumer_timeout` (a batch held longer than this loses its channel), from
+/// `rabbitmqctl eval`; "unknown" where rabbitmqctl cannot reach the broker.
+pub fn consumer_timeout() -> String {
+    let v = first_line_of(
+        "rabbitmqctl",
+        &[
+            "-q",
+            "eval",
+            "application:get_env(rabbit, consumer_timeout).",
+        ],
+    );
+    match v
+        .strip_prefix("{ok,")
+        .and_then(|r| r.strip_suffix('}'))
+        .and_then(|ms| ms.parse::<u64>().ok())
+    {
+        Some(ms) => format!("{ms} ms"),
+        None if v == "undefined" => "none".into(),
+        None => v,
+    }
+}
+
 /// Header lines: CPU, cores, memory, kernel, rustc, gzip, commit, date, load.
 pub fn header() -> Vec<String> {
     let cpuinfo = read("/proc/cpuinfo");
@@ -76,5 +98,9 @@ pub fn header() -> Vec<String> {
             chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ),
         format!("load     {} (1/5/15 min, at start)", load_average()),
+        format!(
+            "broker   consumer_timeout {} (at start)",
+            consumer_timeout()
+        ),
     ]
 }

@@ -8,12 +8,14 @@
 //!
 //! Figures (NAME): `ingest` (1, ingest efficiency), `chunk` (2, chunk building), `archive`
 //! (3, archive run), `memory` (4, peak RSS of the worker binaries), `scaling` (5, 1/2/4
-//! ingest-workers), `query` (6, read path). Services come from the environment exactly as in
+//! ingest-workers), `query` (6, read path), `writes` (7, bytes sent to MongoDB per log, through a
+//! wire proxy), `cpu` (8, ingest-worker CPU time per log), `sweep` (9, the archive sweep's query
+//! over 100,000 LogMetadata). Services come from the environment exactly as in
 //! the tests (`AMQP_URL`, `MONGODB_URI`, `S3_ENDPOINT`, `AWS_*`), each figure in fresh names
 //! (`logfleet_testkit::TestEnv`); `--mongo` picks the MongoDB-protocol server. Every run first
 //! measures that server's own raw insertMany rate, so figures from different servers can be
 //! read side by side.
-//! `memory` and `scaling` run `target/release/{ingest,archive}-worker`, built first with
+//! `memory`, `scaling`, `writes` and `cpu` run `target/release/{ingest,archive}-worker`, built first with
 //! `cargo build --release -p ingest-worker -p archive-worker` unless `--no-build`.
 //!
 //! Every figure prints what each side of its ratio includes. Nothing here is a test: no figure
@@ -22,12 +24,16 @@
 mod archive;
 mod chunk;
 mod common;
+mod cpu;
 mod ingest;
 mod machine;
 mod memory;
 mod query;
 mod report;
 mod scaling;
+mod sweep;
+mod wire;
+mod writes;
 
 use std::time::Instant;
 
@@ -40,10 +46,11 @@ struct Args {
     /// Smaller loads (finishes in about 2 minutes); the full mode uses the sizes.
     #[arg(long)]
     quick: bool,
-    /// Run only these figures: ingest, chunk, archive, memory, scaling, query (repeatable).
+    /// Run only these figures: ingest, chunk, archive, memory, scaling, query, writes, cpu,
+    /// sweep (repeatable).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Do not build the worker binaries before the memory and scaling figures.
+    /// Do not build the worker binaries before the memory, scaling, writes and cpu figures.
     #[arg(long)]
     no_build: bool,
     /// The MongoDB-protocol server: `ferretdb` (127.0.0.1:27018), `nx` (127.0.0.1:27017) or a
@@ -71,6 +78,14 @@ pub struct Sizes {
     pub mem_prefetch: usize,
     /// Logs per episode of figure 5 (16 episodes).
     pub scaling_logs_per_episode: usize,
+    /// 1-log messages per episode of figure 7 (1,000 episodes).
+    pub writes_logs_per_episode: usize,
+    /// Logs of figure 8's 1-log case.
+    pub cpu_single_logs: usize,
+    /// Logs of figure 8's 1,000-log case.
+    pub cpu_batch_logs: usize,
+    /// LogMetadata documents of figure 9 (one in 1,000 due).
+    pub sweep_episodes: usize,
 }
 
 impl Sizes {
@@ -84,6 +99,10 @@ impl Sizes {
             archive_chunk: 50_000,
             mem_prefetch: 500,
             scaling_logs_per_episode: 5_000,
+            writes_logs_per_episode: 20,
+            cpu_single_logs: 32_000,
+            cpu_batch_logs: 192_000,
+            sweep_episodes: 100_000,
         }
     }
 
@@ -97,11 +116,17 @@ impl Sizes {
             archive_chunk: 5_000,
             mem_prefetch: 50,
             scaling_logs_per_episode: 500,
+            writes_logs_per_episode: 5,
+            cpu_single_logs: 8_000,
+            cpu_batch_logs: 32_000,
+            sweep_episodes: 20_000,
         }
     }
 }
 
-const FIGURES: [&str; 6] = ["ingest", "chunk", "archive", "memory", "scaling", "query"];
+const FIGURES: [&str; 9] = [
+    "ingest", "chunk", "archive", "memory", "scaling", "query", "writes", "cpu", "sweep",
+];
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -132,7 +157,8 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     } else {
         Sizes::full()
     };
-    if !args.no_build && (selected("memory") || selected("scaling")) {
+    let needs_workers = ["memory", "scaling", "writes", "cpu"];
+    if !args.no_build && needs_workers.iter().any(|n| selected(n)) {
         common::build_workers()?;
     }
     let log_dir = std::env::temp_dir().join(format!("logfleet-bench-logs-{}", std::process::id()));
@@ -172,6 +198,9 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             "memory" => memory::run(&sizes, &log_dir).await,
             "scaling" => scaling::run(&sizes, &log_dir).await,
             "query" => query::run(&sizes).await,
+            "writes" => writes::run(&sizes, &log_dir).await,
+            "cpu" => cpu::run(&sizes, &log_dir).await,
+            "sweep" => sweep::run(&sizes).await,
             _ => unreachable!("checked above"),
         };
         match fig {

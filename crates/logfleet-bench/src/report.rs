@@ -9,9 +9,11 @@ pub enum Goal {
     AtMost(f64),
 }
 
-/// One ratio of a figure and its verdict.
+/// One ratio (or absolute value) of a figure and its verdict.
 #[derive(Debug, Clone)]
 pub struct Verdict {
+    /// `ratio`, or `value` for a figure whose goal is an absolute amount (bytes, µs).
+    pub kind: &'static str,
     /// What the ratio compares.
     pub label: String,
     /// The measured ratio.
@@ -34,7 +36,8 @@ impl Verdict {
             Goal::AtMost(g) => format!("<= {g}"),
         };
         format!(
-            "ratio {:<44} {:>7.3}   goal {:<7} {}",
+            "{} {:<44} {:>7.3}   goal {:<7} {}",
+            self.kind,
             self.label,
             self.ratio,
             goal,
@@ -50,7 +53,7 @@ pub struct Figure {
     pub title: String,
     /// Measured values, one per line, printed as they are.
     pub lines: Vec<String>,
-    /// Ratios with goals (none for the memory and scaling figures).
+    /// Ratios and values with goals (none for the memory, scaling and sweep figures).
     pub verdicts: Vec<Verdict>,
 }
 
@@ -68,8 +71,19 @@ impl Figure {
 
     pub fn verdict(&mut self, label: &str, ratio: f64, goal: Goal) {
         self.verdicts.push(Verdict {
+            kind: "ratio",
             label: label.to_owned(),
             ratio,
+            goal,
+        });
+    }
+
+    /// A verdict on an absolute value (its unit in the label), printed as `value ...`.
+    pub fn value_verdict(&mut self, label: &str, value: f64, goal: Goal) {
+        self.verdicts.push(Verdict {
+            kind: "value",
+            label: label.to_owned(),
+            ratio: value,
             goal,
         });
     }
