@@ -135,7 +135,7 @@ impl MongoStore {
         &self,
         ep: &EpisodeId,
         r: &ChunkRange,
-    ) -> Result<mongodb::Cursor<LogChunk>, MongoError> {
+    ) -> Result<Vec<LogChunk>, MongoError> {
         let mut filter = doc! {
             "episodeId": ep.as_str(),
             "chunkNumber": {"$lt": r.committed},
@@ -149,14 +149,15 @@ impl MongoStore {
             filter.insert("startTime", doc! {"$lt": e});
         }
         let dir = if r.descending { -1 } else { 1 };
-        self.timed(
-            "open a LogChunk cursor",
+        self.timed("read the LogChunks of a page", async {
             self.chunks
                 .find(filter)
                 .sort(doc! {"chunkNumber": dir})
                 .batch_size(64)
-                .into_future(),
-        )
+                .await?
+                .try_collect()
+                .await
+        })
         .await
     }
 

@@ -134,6 +134,9 @@ pub fn is_transient_driver_error(e: &mongodb::error::Error) -> bool {
     }
 }
 
+/// The longest an index build at start-up is waited for before the start-up tries again.
+const INDEX_BUILD_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// The three collections on one client (one connection pool). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct MongoStore {
@@ -208,8 +211,15 @@ impl MongoStore {
             (self.epochs.name(), indexes::ingest_epoch()),
         ] {
             let coll = db.collection::<Document>(collection);
-            let existing: Vec<IndexModel> = match coll.list_indexes().await {
-                Ok(cursor) => cursor.try_collect().await?,
+            let listed = crate::retry::within("list indexes", self.op_timeout, async {
+                coll.list_indexes()
+                    .await?
+                    .try_collect::<Vec<IndexModel>>()
+                    .await
+            })
+            .await?;
+            let existing: Vec<IndexModel> = match listed {
+                Ok(existing) => existing,
                 // The collection does not exist yet: it has no index.
                 Err(e) if command_code(&e) == Some(NAMESPACE_NOT_FOUND) => Vec::new(),
                 Err(e) => return Err(e.into()),
@@ -224,7 +234,16 @@ impl MongoStore {
                     indexes::IndexState::Present => {}
                     indexes::IndexState::Conflict(detail) => return Err(conflict(detail)),
                     indexes::IndexState::Missing => {
-                        if let Err(e) = coll.create_index(spec.model()).await {
+                        // Building an index over existing documents can take long: bounded
+                        // all the same, past which the start-up retries (the server goes on
+                        // building it meanwhile).
+                        let created = crate::retry::within(
+                            "create an index",
+                            self.op_timeout.max(INDEX_BUILD_LIMIT),
+                            std::future::IntoFuture::into_future(coll.create_index(spec.model())),
+                        )
+                        .await?;
+                        if let Err(e) = created {
                             // A server error (options conflict, duplicate rows under a unique
                             // index being built, ...) is no outage: name the index and stop.
                             return Err(match command_code(&e) {
@@ -250,12 +269,14 @@ impl MongoStore {
         Ok(crate::retry::within(what, self.op_timeout, call).await??)
     }
 
-    /// Round trip to the server; used by readiness checks and reconnection loops.
+    /// Round trip to the server, within the store's time limit; used by readiness checks and
+    /// reconnection loops.
     pub async fn ping(&self) -> Result<(), MongoError> {
-        self.client
-            .database("admin")
-            .run_command(doc! {"ping": 1})
-            .await?;
+        self.timed("ping", async {
+            let admin = self.client.database("admin");
+            admin.run_command(doc! {"ping": 1}).await
+        })
+        .await?;
         Ok(())
     }
 

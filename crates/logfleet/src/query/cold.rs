@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bson::DateTime;
-use futures::TryStreamExt;
 
 use super::params::{ceil_second, floor_second};
 use super::{ChunkCache, LogFilter, LogRecord, Order, QueryError, QueryService};
@@ -37,12 +36,7 @@ impl<S: ObjectStore> QueryService<S> {
             time_end: f.time.end.map(ceil_second),
             descending: order == Order::Desc,
         };
-        let mut chunks: Vec<LogChunk> = self
-            .store
-            .chunks_for_read(ep, &range)
-            .await?
-            .try_collect()
-            .await?;
+        let mut chunks: Vec<LogChunk> = self.store.chunks_for_read(ep, &range).await?;
         // A chunk committed a moment ago may have no LogChunk record yet: LogMetadata names it.
         if let Some(p) = &meta.pending_chunk
             && p.chunk_number < meta.total_chunks
