@@ -144,8 +144,15 @@ async fn a_lock_left_under_the_threshold_is_released_by_the_sweep() {
     let m = env.metadata(ep).await.unwrap();
     assert_eq!(m.archive_lease.as_ref().unwrap().owner, "archiver-y");
     assert!(m.is_archiving && m.pending_chunk.is_none());
-    assert_eq!((m.current_logs, m.archived_logs), (50, 100), "under the threshold");
-    assert!(m.sweep_due, "a held lock keeps the episode in the sweep's list");
+    assert_eq!(
+        (m.current_logs, m.archived_logs),
+        (50, 100),
+        "under the threshold"
+    );
+    assert!(
+        m.sweep_due,
+        "a held lock keeps the episode in the sweep's list"
+    );
 
     let z = env.spawn_archive(ArchiveOptions {
         instance: Some("archiver-z".into()),

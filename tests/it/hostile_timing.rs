@@ -12,7 +12,7 @@ use logfleet::amqp::REASON_HEADER;
 use logfleet::archive::ArchiveOptions;
 use logfleet::archive::{ArchiveError, ArchiveKind, ArchiveOutcome, ChunkArchiver};
 use logfleet::domain::EpisodeId;
-use logfleet::faults::{FaultAction, FaultPoint, Faults, Freeze, PauseAt};
+use logfleet::faults::{CrashAt, FaultAction, FaultPoint, Faults, Freeze, PauseAt};
 use logfleet::ingest::IngestOptions;
 use logfleet::metrics::{ArchiveMetrics, IngestMetrics};
 use logfleet::mongo::{Decision, MongoError};
@@ -346,6 +346,82 @@ async fn an_ingest_worker_that_lost_its_channel_writes_nothing() {
     a.stop().await.expect("clean stop");
     b.stop().await.expect("clean stop");
     env.cleanup().await;
+}
+
+/// After its count, before its ack: worker A is paused there (and the broker drops its
+/// connection, as a consumer timeout would) or killed there. The batch goes back to the
+/// queue; B takes the partition, finds the batch counted, and acks it without writing or
+/// counting it again. A, woken, acks on a closed channel.
+async fn stopped_after_its_count(kill: bool) {
+    let name = if kill { "count-kill" } else { "count-pause" };
+    let env = TestEnv::new(name, |s| s.ingest.batch_linger_ms = 2).await;
+    let ep = name;
+    let a_name = format!("{name}-a-{}", env.settings.mongo.database);
+    let pause = PauseAt::new(FaultPoint::IngestAfterCount, 1, FaultAction::Continue);
+    let faults = if kill {
+        Faults::new(CrashAt::new(FaultPoint::IngestAfterCount, 1))
+    } else {
+        Faults::new(pause.clone())
+    };
+    let (ma, mb) = (
+        Arc::new(IngestMetrics::default()),
+        Arc::new(IngestMetrics::default()),
+    );
+    let a = env.spawn_ingest(IngestOptions {
+        instance: Some(a_name.clone()),
+        faults,
+        metrics: ma.clone(),
+        http: None,
+    });
+    let logs = make_logs(name, 50, 1_764_800_000_000);
+    env.publish(ep, &batch_body(ep, &logs[..10]), Some(&format!("{name}-0")))
+        .await;
+    let a = if kill {
+        let stopped = a.join.await.unwrap();
+        assert!(stopped.is_err(), "A died after its count: {stopped:?}");
+        None
+    } else {
+        pause.reached().await;
+        Some(a)
+    };
+    assert_eq!(ma.logs_counted.get(), 10, "A counted its batch");
+    let b = env.spawn_ingest(IngestOptions {
+        instance: Some(format!("{name}-b-{}", env.settings.mongo.database)),
+        metrics: mb.clone(),
+        ..Default::default()
+    });
+    if !kill {
+        assert_eq!(broker_drops_connections(&a_name), 1, "A was connected");
+    }
+    for (i, part) in logs[10..].chunks(10).enumerate() {
+        env.publish(
+            ep,
+            &batch_body(ep, part),
+            Some(&format!("{name}-{}", i + 1)),
+        )
+        .await;
+    }
+    env.wait_for_episode(ep, 50, 0).await;
+    pause.release();
+    assert_eq!(mb.logs_counted.get(), 40, "B counted only what A had not");
+    let meta = env.metadata(ep).await.unwrap();
+    assert_eq!((meta.total_logs, meta.next_sequence_number), (50, 50));
+    env.snapshot(ep).await.assert_exact(&logs);
+    if let Some(a) = a {
+        a.stop().await.expect("clean stop");
+    }
+    b.stop().await.expect("clean stop");
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_paused_after_its_count_is_not_counted_twice() {
+    stopped_after_its_count(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_after_its_count_is_not_counted_twice() {
+    stopped_after_its_count(true).await;
 }
 
 /// Item 2: a worker whose channel still looks open, but whose partition a newer owner already
