@@ -18,4 +18,5 @@ mod producer;
 mod query;
 mod retention;
 mod storage;
+mod topology;
 mod viewer;

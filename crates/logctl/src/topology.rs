@@ -13,8 +13,8 @@ use logfleet::config::Settings;
 
 #[derive(clap::Args)]
 pub struct TopologyArgs {
-    /// Only check that every exchange and queue exists (passive declares); exit 1 if any is
-    /// missing. Declares nothing.
+    /// Only check that every exchange and queue exists (passive declares) and that the logs
+    /// exchange is of its type; exit 1 if anything is missing or wrong. Creates nothing.
     #[arg(long)]
     pub check: bool,
 }
@@ -89,6 +89,36 @@ async fn check(conn: &Connection, t: &Topology) -> anyhow::Result<()> {
             )
             .await;
         match r {
+            Ok(()) if ex == &t.logs_exchange => {
+                // A passive declare ignores the type: the logs exchange's is checked by
+                // declaring it as the workers do, a no-op when it matches.
+                let typed = conn.create_channel().await?;
+                let r = typed
+                    .exchange_declare(
+                        ex.as_str().into(),
+                        ExchangeKind::Custom(logfleet::amqp::LOGS_EXCHANGE_TYPE.into()),
+                        ExchangeDeclareOptions {
+                            durable: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await;
+                match r {
+                    Ok(()) => println!(
+                        "ok       exchange {ex} ({})",
+                        logfleet::amqp::LOGS_EXCHANGE_TYPE
+                    ),
+                    Err(e) => {
+                        missing += 1;
+                        println!(
+                            "WRONG    exchange {ex}: not a durable {} ({e}); see docs/operations.md, \"The logs exchange\"",
+                            logfleet::amqp::LOGS_EXCHANGE_TYPE
+                        );
+                    }
+                }
+                let _ = typed.close(200, "checked".into()).await;
+            }
             Ok(()) => println!("ok       exchange {ex}"),
             Err(e) => {
                 missing += 1;
@@ -128,7 +158,9 @@ async fn check(conn: &Connection, t: &Topology) -> anyhow::Result<()> {
         let _ = ch.close(200, "checked".into()).await;
     }
     if missing > 0 {
-        bail!("{missing} exchanges or queues are missing; `logctl topology` declares them");
+        bail!(
+            "{missing} exchanges or queues are missing or wrong; `logctl topology` declares what is missing"
+        );
     }
     println!("topology complete (bindings are not checked: AMQP has no passive bind)");
     Ok(())

@@ -419,7 +419,7 @@ impl Drop for TestEnv {
 }
 
 /// Deletes a test's queues and exchanges and drops its database, as far as the servers let.
-async fn remove_test_resources(settings: &Settings) {
+pub async fn remove_test_resources(settings: &Settings) {
     if let Ok(conn) = logfleet::amqp::connect(&settings.amqp, "test-cleanup").await {
         if let Ok(ch) = conn.create_channel().await {
             let t = Topology::new(&settings.amqp);

@@ -128,12 +128,42 @@ async fn topology_check_reports_missing_names_and_declare_is_idempotent() {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}");
     assert!(!stdout.contains("MISSING"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("ok       exchange {prefix}.logs (x-modulus-hash)")),
+        "{stdout}"
+    );
 
-    // Remove the fresh names.
     let mut s = env.settings.amqp.clone();
     s.prefix = prefix.clone();
     let t = Topology::new(&s);
     let ch = env.conn.create_channel().await.unwrap();
+    // A logs exchange of another type (an earlier logfleet's) is named as wrong.
+    ch.exchange_delete(
+        t.logs_exchange.as_str().into(),
+        ExchangeDeleteOptions::default(),
+    )
+    .await
+    .unwrap();
+    ch.exchange_declare(
+        t.logs_exchange.as_str().into(),
+        lapin::ExchangeKind::Direct,
+        lapin::options::ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let out = with_prefix(&["topology", "--check"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("WRONG    exchange {prefix}.logs")),
+        "{stdout}"
+    );
+
+    // Remove the fresh names.
     for q in t.partition_queues.iter().chain([
         &t.dead_letter_queue,
         &t.archive_queue,

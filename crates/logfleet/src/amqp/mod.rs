@@ -53,9 +53,14 @@ pub enum AmqpError {
     )]
     MissingPlugin(String),
     #[error(
-        "exchange {0} exists with another type (an earlier logfleet declared it x-consistent-hash, whose routing can change at a broker restart): replace it as docs/operations.md says, \"The logs exchange\""
+        "exchange {exchange} exists with another type or other arguments ({detail}); an earlier logfleet declared it x-consistent-hash, whose routing can change at a broker restart: replace it as docs/operations.md says, \"The logs exchange\""
     )]
-    LogsExchangeType(String),
+    LogsExchangeType {
+        /// The logs exchange's name.
+        exchange: String,
+        /// The broker's words.
+        detail: String,
+    },
 }
 
 /// The type of the logs exchange: `x-modulus-hash` (plugin `rabbitmq_sharding`) routes an
@@ -73,6 +78,16 @@ pub fn is_precondition_failed(e: &lapin::Error) -> bool {
         e.kind(),
         lapin::ErrorKind::ProtocolError(p)
             if matches!(p.kind(), lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::PRECONDITIONFAILED))
+    )
+}
+
+/// Whether an error is the broker's COMMAND_INVALID (503), what declaring an exchange of a type
+/// no enabled plugin provides gets.
+pub fn is_command_invalid(e: &lapin::Error) -> bool {
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(p)
+            if matches!(p.kind(), lapin::protocol::AMQPErrorKind::Hard(lapin::protocol::AMQPHardError::COMMANDINVALID))
     )
 }
 

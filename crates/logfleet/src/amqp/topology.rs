@@ -65,9 +65,14 @@ impl Topology {
         {
             tracing::error!(error = %e, exchange = %self.logs_exchange, "declaring the logs exchange failed");
             return Err(if super::is_precondition_failed(&e) {
-                AmqpError::LogsExchangeType(self.logs_exchange.clone())
-            } else {
+                AmqpError::LogsExchangeType {
+                    exchange: self.logs_exchange.clone(),
+                    detail: e.to_string(),
+                }
+            } else if super::is_command_invalid(&e) {
                 AmqpError::MissingPlugin(self.logs_exchange.clone())
+            } else {
+                AmqpError::Lapin(e)
             });
         }
         for (ex, q) in [
