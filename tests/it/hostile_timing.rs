@@ -12,8 +12,8 @@ use logfleet::amqp::REASON_HEADER;
 use logfleet::archive::ArchiveOptions;
 use logfleet::archive::{ArchiveError, ArchiveKind, ArchiveOutcome, ChunkArchiver};
 use logfleet::domain::EpisodeId;
-use logfleet::faults::{CrashAt, FaultAction, FaultPoint, Faults, Freeze, PauseAt};
-use logfleet::ingest::IngestOptions;
+use logfleet::faults::{CrashAt, FaultAction, FaultPoint, Faults, Freeze, InjectedFault, PauseAt};
+use logfleet::ingest::{IngestError, IngestOptions};
 use logfleet::metrics::{ArchiveMetrics, IngestMetrics};
 use logfleet::mongo::{Decision, MongoError};
 use logfleet::object_store::ObjectStore;
@@ -349,11 +349,12 @@ async fn an_ingest_worker_that_lost_its_channel_writes_nothing() {
 }
 
 /// After its count, before its ack: worker A is paused there (and the broker drops its
-/// connection, as a consumer timeout would) or killed there. The batch goes back to the
-/// queue; B takes the partition, finds the batch counted, and acks it without writing or
-/// counting it again. A, woken, acks on a closed channel.
+/// connection, as a consumer timeout would), or crashes there (an injected crash ends the
+/// worker and its connection in-process; the crash suite SIGKILLs real processes). The batch
+/// goes back to the queue; B takes the partition, finds the batch counted, and acks it without
+/// writing or counting it again. A, woken, acks on a closed channel and counts nothing more.
 async fn stopped_after_its_count(kill: bool) {
-    let name = if kill { "count-kill" } else { "count-pause" };
+    let name = if kill { "count-crash" } else { "count-pause" };
     let env = TestEnv::new(name, |s| s.ingest.batch_linger_ms = 2).await;
     let ep = name;
     let a_name = format!("{name}-a-{}", env.settings.mongo.database);
@@ -378,7 +379,15 @@ async fn stopped_after_its_count(kill: bool) {
         .await;
     let a = if kill {
         let stopped = a.join.await.unwrap();
-        assert!(stopped.is_err(), "A died after its count: {stopped:?}");
+        assert!(
+            matches!(
+                stopped,
+                Err(IngestError::Injected(InjectedFault(
+                    FaultPoint::IngestAfterCount
+                )))
+            ),
+            "A crashed after its count: {stopped:?}"
+        );
         None
     } else {
         pause.reached().await;
@@ -403,13 +412,15 @@ async fn stopped_after_its_count(kill: bool) {
     }
     env.wait_for_episode(ep, 50, 0).await;
     pause.release();
+    if let Some(a) = a {
+        // A finishes the batch it held (its ack meets a closed channel) and stops.
+        a.stop().await.expect("clean stop");
+    }
+    assert_eq!(ma.logs_counted.get(), 10, "A counted nothing more");
     assert_eq!(mb.logs_counted.get(), 40, "B counted only what A had not");
     let meta = env.metadata(ep).await.unwrap();
     assert_eq!((meta.total_logs, meta.next_sequence_number), (50, 50));
     env.snapshot(ep).await.assert_exact(&logs);
-    if let Some(a) = a {
-        a.stop().await.expect("clean stop");
-    }
     b.stop().await.expect("clean stop");
     env.cleanup().await;
 }
@@ -420,7 +431,7 @@ async fn a_worker_paused_after_its_count_is_not_counted_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_worker_killed_after_its_count_is_not_counted_twice() {
+async fn a_worker_crashed_after_its_count_is_not_counted_twice() {
     stopped_after_its_count(true).await;
 }
 

@@ -610,9 +610,9 @@ pub async fn run(env: &TestEnv, plan: &CrashPlan) -> CrashReport {
         None
     };
 
-    // Each run keeps its worker logs until the next run of the same build profile.
+    // Each run's worker logs under its own prefix; earlier runs' are left to `cargo clean`
+    // (a run going on beside this one keeps its directory).
     let logs_root = target_profile_dir().join("crash-logs");
-    let _ = std::fs::remove_dir_all(&logs_root);
     let log_dir = logs_root.join(&env.settings.amqp.prefix);
     std::fs::create_dir_all(&log_dir).expect("log directory");
     report.log_dir = log_dir.display().to_string();
