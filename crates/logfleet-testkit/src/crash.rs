@@ -88,10 +88,13 @@ impl CrashPlan {
             // Each past the lowered consumer timeout: the broker closes the stalled worker's
             // channel and redelivers its batch to a successor while the zombie holds it (what
             // that exercises: docs/architecture.md, "When the orders differ").
-            ingest_stalls: 3,
+            ingest_stalls: 2,
             archive_stalls: 3,
             lease_secs: 3,
-            consumer_timeout_ms: 5_000,
+            // Well over FerretDB's per-episode write-lock lease (10 s, docs/mongodb-servers.md
+            // F3): at 5 s, a batch waiting out a lock a killed or stalled worker left lost its
+            // channel, left its own lock behind, and the fleet went round in that circle.
+            consumer_timeout_ms: 30_000,
             chunk_size: 500,
             duplicate_percent: 5,
             restart_broker: disrupt,

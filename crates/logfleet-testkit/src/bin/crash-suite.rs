@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
         ingest_stalls: arg("--ingest-stalls", 6),
         archive_stalls: arg("--archive-stalls", 6),
         lease_secs: arg("--lease-secs", 3) as u64,
-        consumer_timeout_ms: arg("--consumer-timeout-ms", 5_000) as u64,
+        consumer_timeout_ms: arg("--consumer-timeout-ms", 30_000) as u64,
         chunk_size: arg("--chunk-size", 1_000) as i32,
         duplicate_percent: arg("--duplicate-percent", 5) as u32,
         restart_broker: arg("--restart-broker", 1) == 1,
