@@ -994,3 +994,167 @@ async fn reads_while_the_episode_is_archived() {
     env.snapshot(ep).await.assert_exact(&all);
     env.cleanup().await;
 }
+
+/// A query-api served by [`query_api::serve`] over a read path whose hot reads block while a
+/// gate is armed and not yet opened: the test holds an export in flight across the stop.
+struct GatedApi {
+    base: String,
+    stop: Option<oneshot::Sender<()>>,
+    join: tokio::task::JoinHandle<Result<(), query_api::ApiError>>,
+    /// Hot reads block from when this is set...
+    armed: Arc<AtomicBool>,
+    /// ...until this turns true.
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl GatedApi {
+    async fn start(settings: &Settings) -> Self {
+        let armed = Arc::new(AtomicBool::new(false));
+        let (open, opened) = tokio::sync::watch::channel(false);
+        let hook = {
+            let armed = armed.clone();
+            HookFn(move |point| {
+                let (armed, mut opened) = (armed.clone(), opened.clone());
+                Box::pin(async move {
+                    if point == FaultPoint::QueryBeforeHotRead && armed.load(Ordering::SeqCst) {
+                        let _ = opened.wait_for(|o| *o).await;
+                    }
+                    FaultAction::Continue
+                }) as futures::future::BoxFuture<'static, FaultAction>
+            })
+        };
+        let svc = QueryService::connect(settings)
+            .await
+            .unwrap()
+            .with_faults(Faults::new(hook));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let join = tokio::spawn(query_api::serve(svc, listener, async {
+            let _ = rx.await;
+        }));
+        Self {
+            base,
+            stop: Some(tx),
+            join,
+            armed,
+            open,
+        }
+    }
+}
+
+/// Reads a response body to its end: the bytes and whether it ended cleanly (its last chunk
+/// came) or broke (an error from the connection).
+async fn read_to_end(r: reqwest::Response) -> (Vec<u8>, Result<(), String>) {
+    let mut body = Vec::new();
+    let mut stream = r.bytes_stream();
+    loop {
+        match tokio::time::timeout(logfleet_testkit::STUCK_AFTER, stream.next())
+            .await
+            .expect("stuck reading a body")
+        {
+            Some(Ok(b)) => body.extend_from_slice(&b),
+            Some(Err(e)) => return (body, Err(format!("{e:?}"))),
+            None => return (body, Ok(())),
+        }
+    }
+}
+
+/// At SIGTERM (the shutdown future), a follow stream ends cleanly, and an export in flight runs
+/// to its end within `query.drain_secs`; when that runs out first, the export's body breaks, so
+/// the client cannot take a partial export for a whole one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_ends_follows_cleanly_and_lets_exports_finish() {
+    let env = TestEnv::new("query-stop", |s| {
+        s.ingest.archive_threshold = 1_000_000;
+    })
+    .await;
+    let ep = "q-stop-1";
+    // More than one export page, so the export reads again after the stop.
+    let n = logfleet::query::EXPORT_PAGE + 1_000;
+    let logs = make_logs(ep, n, 1_764_800_000_000);
+    let ingest = env.spawn_ingest(IngestOptions::default());
+    for (i, part) in logs.chunks(500).enumerate() {
+        env.publish(ep, &batch_body(ep, part), Some(&format!("s-{i}")))
+            .await;
+    }
+    env.wait_for_episode(ep, n as i64, 0).await;
+    ingest.stop().await.unwrap();
+    let c = reqwest::Client::new();
+
+    // 1. Drain time enough: the export finishes after the stop, whole.
+    let mut api = GatedApi::start(&env.settings).await;
+    let base = api.base.clone();
+    let follow = c
+        .get(format!(
+            "{base}/v1/episodes/{ep}/logs?follow=true&backlog=1"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follow.status(), 200);
+    let mut follow = follow.bytes_stream();
+    let first = tokio::time::timeout(logfleet_testkit::STUCK_AFTER, follow.next())
+        .await
+        .expect("stuck waiting for the backlog")
+        .expect("a backlog line")
+        .unwrap();
+    let line: Value = serde_json::from_slice(first.trim_ascii_end()).unwrap();
+    assert_eq!(line["sequenceNumber"], n as i64 - 1);
+    // The export's first hot read waits at the gate: it is in flight when the stop comes.
+    api.armed.store(true, Ordering::SeqCst);
+    let export = c
+        .get(format!("{base}/v1/episodes/{ep}/export"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    let _ = api.stop.take().unwrap().send(());
+    // The follow stream ends with its last chunk (a clean end), not a broken connection.
+    let mut rest = Vec::new();
+    let end = loop {
+        match tokio::time::timeout(logfleet_testkit::STUCK_AFTER, follow.next())
+            .await
+            .expect("the follow stream did not end at the stop")
+        {
+            Some(Ok(b)) => rest.extend_from_slice(&b),
+            Some(Err(e)) => break Err(format!("{e:?}")),
+            None => break Ok(()),
+        }
+    };
+    assert_eq!(end, Ok(()), "the follow stream ends cleanly at the stop");
+    assert!(rest.is_empty(), "no new logs were written");
+    // Now the export reads on, after the server began to stop.
+    api.open.send_replace(true);
+    let (body, end) = read_to_end(export).await;
+    assert_eq!(end, Ok(()), "the export ends cleanly");
+    let seqs: Vec<i64> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice::<Value>(l).unwrap()["sequenceNumber"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (0..n as i64).collect::<Vec<_>>(), "the whole export");
+    api.join.await.unwrap().expect("query-api stops cleanly");
+
+    // 2. No drain time: the export in flight is cut, and its body breaks.
+    let mut settings = env.settings.clone();
+    settings.query.drain_secs = 0;
+    let mut api = GatedApi::start(&settings).await;
+    api.armed.store(true, Ordering::SeqCst);
+    let export = c
+        .get(format!("{}/v1/episodes/{ep}/export", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(export.status(), 200);
+    let _ = api.stop.take().unwrap().send(());
+    let (body, end) = read_to_end(export).await;
+    assert!(end.is_err(), "a cut export must not end as if whole");
+    assert!(body.is_empty(), "the export was cut at its first read");
+    api.join.await.unwrap().expect("query-api stops cleanly");
+    env.cleanup().await;
+}

@@ -387,6 +387,8 @@ impl TestEnv {
     /// the test's id). A test that panics before calling this is cleaned up by `Drop`.
     pub async fn cleanup(mut self) {
         remove_test_resources(&self.settings).await;
+        // Channels first: a connection closed under an open channel logs a lapin ERROR.
+        logfleet::amqp::close_channel(self.publisher.channel(), "test done").await;
         let _ = self.conn.close(200, "done".into()).await;
         self.cleaned = true;
     }
@@ -443,6 +445,7 @@ pub async fn remove_test_resources(settings: &Settings) {
                     .exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default())
                     .await;
             }
+            logfleet::amqp::close_channel(&ch, "cleanup done").await;
         }
         let _ = conn.close(200, "done".into()).await;
     }

@@ -214,6 +214,9 @@ pub struct QuerySettings {
     pub touch_interval_secs: u64,
     /// Milliseconds between two polls of follow mode when nothing new arrived.
     pub follow_poll_ms: u64,
+    /// Seconds an export still in flight at shutdown may run on before it is cut. Keep it under
+    /// the pod's grace period less its preStop delay, so the export ends before SIGKILL.
+    pub drain_secs: u64,
 }
 
 impl std::fmt::Debug for QuerySettings {
@@ -233,6 +236,7 @@ impl std::fmt::Debug for QuerySettings {
             )
             .field("touch_interval_secs", &self.touch_interval_secs)
             .field("follow_poll_ms", &self.follow_poll_ms)
+            .field("drain_secs", &self.drain_secs)
             .finish()
     }
 }

@@ -1,7 +1,8 @@
 //! query-api: the HTTP face of [`logfleet::query`], with axum.
 //!
 //! Layout:
-//! - [`run`]: serves on a bound listener until `shutdown` resolves (tests bind port 0).
+//! - [`run`]: serves on a bound listener until `shutdown` resolves (tests bind port 0);
+//!   [`serve`] does the same over a read path the caller connected (tests add fault hooks).
 //! - [`router`]: the routes, over a shared [`QueryService`].
 //! - `params`: query-string parsing into the library's validated types (400 on anything wrong).
 //! - [`openapi`]: the OpenAPI 3.0 document served at `/openapi.json`.
@@ -27,6 +28,7 @@ pub mod viewer;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -60,8 +62,12 @@ pub struct AppState {
     pub svc: Arc<QueryService>,
     /// Required bearer token, when auth is on.
     pub token: Option<String>,
-    /// Cancelled at shutdown: ends follow streams and exports so the server can drain.
+    /// Cancelled at shutdown: ends follow streams (cleanly: they have no natural end, and the
+    /// client reconnects from its last sequence number) so the server can drain.
     pub shutdown: CancellationToken,
+    /// Cancelled `query.drain_secs` after shutdown: cuts the exports still running then, as a
+    /// broken body, so a client never takes a partial export for a whole one.
+    pub cut_exports: CancellationToken,
     /// Served on `/metrics`.
     pub metrics: logfleet::metrics::QueryMetrics,
 }
@@ -72,22 +78,55 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ApiError> {
-    let svc = Arc::new(QueryService::connect(&settings).await?);
+    serve(QueryService::connect(&settings).await?, listener, shutdown).await
+}
+
+/// [`run`] over a read path already connected (tests give one with fault hooks). At
+/// `shutdown` the listener stops, follow streams end cleanly, exports in flight get
+/// `query.drain_secs` to finish (then are cut), and this returns once every response is done.
+pub async fn serve(
+    svc: QueryService,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
+    let settings = svc.settings().clone();
+    let svc = Arc::new(svc);
     let cancel = CancellationToken::new();
+    let cut = CancellationToken::new();
     let state = Arc::new(AppState {
         svc,
-        token: Some(settings.query.bearer_token.clone()).filter(|t| !t.is_empty()),
+        token: Some(settings.bearer_token.clone()).filter(|t| !t.is_empty()),
         shutdown: cancel.clone(),
+        cut_exports: cut.clone(),
         metrics: Default::default(),
     });
     let app = router(state);
+    let drain = Duration::from_secs(settings.drain_secs);
     tracing::info!(listen = %listener.local_addr()?, "query-api serving");
-    axum::serve(listener, app)
+    // Exports get `drain` to finish once the listener stops; the server returns when the last
+    // response is done, so the timer is dropped with it when every export ended in time.
+    let cut_timer = tokio::spawn({
+        let cancel = cancel.clone();
+        let cut = cut.clone();
+        async move {
+            cancel.cancelled().await;
+            tokio::time::sleep(drain).await;
+            cut.cancel();
+        }
+    })
+    .abort_handle();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
+            tracing::info!(
+                drain_secs = drain.as_secs(),
+                "query-api stopping: follow streams end, exports get the drain time"
+            );
             cancel.cancel();
         })
-        .await?;
+        .await;
+    cut_timer.abort();
+    served?;
     Ok(())
 }
 
@@ -399,7 +438,8 @@ async fn export(
         .map_err(query_error)?;
     let (tx, rx) = mpsc::channel(4);
     let svc = st.svc.clone();
-    let cancel = st.shutdown.clone();
+    // Not ended by shutdown itself: an export in flight then has `query.drain_secs` to finish.
+    let cut = st.cut_exports.clone();
     tokio::spawn(async move {
         tokio::select! {
             r = svc.export(&query, format, &tx) => {
@@ -408,7 +448,8 @@ async fn export(
                     Err(e) => tracing::warn!(episode = %query.episode, error = %e, "export failed"),
                 }
             }
-            _ = cancel.cancelled() => {
+            _ = cut.cancelled() => {
+                tracing::warn!(episode = %query.episode, "export cut: the server stopped and the drain time ran out");
                 let _ = tx.send(Err(std::io::Error::other("server shutting down"))).await;
             }
         }
