@@ -147,6 +147,10 @@ fn compose_runs_the_fleet_with_health_checks_and_valid_settings() {
     };
     assert!(grace("ingest-worker") > default_secs("ingest.drain_deadline_secs"));
     assert!(
+        grace("query-api") > default_secs("query.drain_secs"),
+        "an export in flight at the stop gets its drain time"
+    );
+    assert!(
         grace("archive-worker")
             > default_secs("ingest.drain_deadline_secs").max(default_secs("archive.lease_secs"))
     );
@@ -245,7 +249,8 @@ fn k8s_manifests_are_complete_and_consistent() {
     for (name, port, grace_floor) in [
         ("ingest-worker", 9101, drain),
         ("archive-worker", 9102, drain.max(lease)),
-        ("query-api", 8080, 0),
+        // The preStop sleep, then the exports' drain time.
+        ("query-api", 8080, 10 + secs("query.drain_secs")),
     ] {
         let d = deployments
             .get(name)
@@ -414,4 +419,66 @@ fn deployment_files_pass_the_validators() {
         "scripts/validate-deploy.sh failed:\n{text}"
     );
     assert!(text.contains("checks ok"), "{text}");
+}
+
+/// Every `logfleet_*` series the alerts and the dashboard query is one the binaries export: a
+/// misspelt or renamed metric would leave an alert that never fires.
+#[test]
+fn the_alerts_and_the_dashboard_query_only_metrics_the_binaries_export() {
+    use logfleet::metrics::{ArchiveMetrics, IngestMetrics, QueryMetrics};
+    let ingest = IngestMetrics::default();
+    let archive = ArchiveMetrics::default();
+    let query = QueryMetrics::default();
+    // Labelled families are gathered only once they have a child.
+    ingest
+        .messages_dead_lettered
+        .with_label_values(&["x"])
+        .inc();
+    ingest.batches_abandoned.with_label_values(&["x"]).inc();
+    archive.runs.with_label_values(&["x"]).inc();
+    archive.stuck_episode.with_label_values(&["x"]).set(1);
+    archive
+        .retention
+        .bytes_expired
+        .with_label_values(&["x"])
+        .inc();
+    archive.retention.runs.with_label_values(&["x"]).inc();
+    query.requests.with_label_values(&["x", "200"]).inc();
+    query.request_seconds.with_label_values(&["x"]).observe(0.1);
+    let mut exported = BTreeSet::new();
+    for r in [&ingest.registry, &archive.registry, &query.registry] {
+        for f in r.gather() {
+            let name = f.name().to_owned();
+            if f.get_field_type() == prometheus::proto::MetricType::HISTOGRAM {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    exported.insert(format!("{name}{suffix}"));
+                }
+            }
+            exported.insert(name);
+        }
+    }
+    assert!(exported.contains("logfleet_ingest_hot_bytes_added_total"));
+    for path in [
+        "k8s/components/monitoring/prometheusrule.yaml",
+        "k8s/components/monitoring/grafana-dashboard.json",
+    ] {
+        let text = read(path);
+        let mut queried = BTreeSet::new();
+        for (i, _) in text.match_indices("logfleet_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // Prometheus job and rule-group names share the prefix; metric names have 3 parts.
+            if name.matches('_').count() >= 2 {
+                queried.insert(name);
+            }
+        }
+        assert!(queried.len() >= 10, "{path}: {queried:?}");
+        let unknown: Vec<_> = queried.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{path} queries metrics no binary exports: {unknown:?}"
+        );
+    }
 }

@@ -83,6 +83,7 @@ async fn metrics_count_what_the_workers_did() {
         1.0
     );
     assert!(v("logfleet_ingest_threshold_events_total") >= 1.0);
+    let hot_added = v("logfleet_ingest_hot_bytes_added_total");
     assert!(v("logfleet_ingest_insert_seconds_count") >= 1.0);
     assert_eq!(
         v("logfleet_ingest_partitions_owned"),
@@ -102,6 +103,21 @@ async fn metrics_count_what_the_workers_did() {
     };
     assert_eq!(v("logfleet_archive_chunks_written_total"), 2.0);
     assert_eq!(v("logfleet_archive_logs_archived_total"), 200.0);
+    // The hot tier's size measure: what ingest added (the duplicate once) less what archiving
+    // took off is what the episode holds hot, which `assert_exact` ties to its entries' sizes.
+    let hot_archived = v("logfleet_archive_hot_bytes_archived_total");
+    let snap = env.snapshot(ep).await;
+    snap.assert_exact(&logs);
+    let hot_now = snap.metadata.current_mongo_bytes as f64;
+    assert!(
+        hot_archived > 0.0 && hot_now > 0.0,
+        "{hot_archived} {hot_now}"
+    );
+    assert_eq!(
+        hot_added,
+        hot_archived + hot_now,
+        "hot bytes added = archived + held"
+    );
     assert_eq!(v("logfleet_archive_chunk_upload_seconds_count"), 2.0);
     assert_eq!(v("logfleet_archive_chunk_bytes_count"), 2.0);
     assert!(v("logfleet_archive_runs_total{outcome=\"done\"}") >= 1.0);

@@ -164,6 +164,8 @@ impl SequenceLedger {
 pub struct Counted {
     /// Logs added to the statistics now (0 when another worker counted the range first).
     pub logs: i64,
+    /// What those logs added to `currentMongoBytes` (the hot tier's size measure).
+    pub bytes: i64,
     /// `currentLogs` went from below `archiveThreshold` to at or above it.
     pub crossed_threshold: bool,
 }
@@ -214,6 +216,7 @@ pub fn count(
     let threshold = i64::from(m.archive_threshold);
     let before = m.current_logs;
     let mut logs = 0;
+    let mut bytes = 0;
     for (msg, action) in incoming.iter().zip(&plan.actions) {
         let Action::Write { first } = *action else {
             continue;
@@ -226,7 +229,7 @@ pub fn count(
             let ts = DateTime::from_millis(log.timestamp_ms);
             logs += 1;
             m.add_level_count(log.level, 1);
-            m.current_mongo_bytes += entry_size(
+            bytes += entry_size(
                 msg.key.episode_id.as_str(),
                 log.level,
                 &log.message,
@@ -239,11 +242,13 @@ pub fn count(
     m.next_sequence_number = m.next_sequence_number.max(plan.count_to);
     m.total_logs += logs;
     m.current_logs += logs;
+    m.current_mongo_bytes += bytes;
     if m.current_logs >= threshold {
         m.sweep_due = true;
     }
     Ok(Counted {
         logs,
+        bytes,
         crossed_threshold: before < threshold && m.current_logs >= threshold,
     })
 }
@@ -326,6 +331,10 @@ mod tests {
             .map(|l| 128 + 2 + l.as_str().len() as i64 + 1)
             .sum();
         assert_eq!(m.current_mongo_bytes, sizes);
+        assert_eq!(
+            c.bytes, sizes,
+            "what the metric adds is what the episode gained"
+        );
         assert_eq!(m.first_log_at, Some(DateTime::from_millis(50)));
         assert_eq!(m.last_log_at, Some(DateTime::from_millis(101)));
         assert_eq!(m.ingest_epoch, 7);
@@ -394,7 +403,7 @@ mod tests {
         assert_eq!((m.next_sequence_number, m.total_logs), (14, 14));
         // All of it counted already: nothing.
         let c = count(&mut m, &plan, &inc, 2).unwrap();
-        assert_eq!(c.logs, 0);
+        assert_eq!((c.logs, c.bytes), (0, 0));
         assert_eq!(m.total_logs, 14);
     }
 

@@ -67,6 +67,9 @@ pub struct IngestMetrics {
     pub partitions_owned: IntGauge,
     /// Logs added to the statistics (counted once, by whichever worker counts them).
     pub logs_counted: IntCounter,
+    /// What those logs added to the episodes' `currentMongoBytes`: the hot tier's growth, which
+    /// the archive-workers' `hot_bytes_archived_total` and retention's mongo bytes take back.
+    pub hot_bytes_added: IntCounter,
     /// Batch writes retried after an outage or a conflict.
     pub batch_retries: IntCounter,
     /// Uncounted entries a dead or paused owner left where this worker numbers, removed.
@@ -130,6 +133,11 @@ impl Default for IngestMetrics {
                 "logs_counted_total",
                 "Logs added to the episodes' statistics",
             ),
+            hot_bytes_added: counter(
+                &r,
+                "hot_bytes_added_total",
+                "Size measure (currentMongoBytes) of the logs counted into the hot tier",
+            ),
             batch_retries: counter(
                 &r,
                 "batch_retries_total",
@@ -161,6 +169,8 @@ pub struct ArchiveMetrics {
     pub chunks_written: IntCounter,
     /// Logs moved to S3.
     pub logs_archived: IntCounter,
+    /// What those logs took off the episodes' `currentMongoBytes` (the hot tier's size measure).
+    pub hot_bytes_archived: IntCounter,
     /// Time to read a chunk's logs from MongoDB and encode them.
     pub chunk_build_seconds: Histogram,
     /// Time to upload and verify a chunk.
@@ -188,6 +198,11 @@ impl Default for ArchiveMetrics {
             runs: counter_vec(&r, "runs_total", "Archive runs by outcome", "outcome"),
             chunks_written: counter(&r, "chunks_written_total", "Chunks committed"),
             logs_archived: counter(&r, "logs_archived_total", "Logs moved to S3"),
+            hot_bytes_archived: counter(
+                &r,
+                "hot_bytes_archived_total",
+                "Size measure (currentMongoBytes) of the logs moved from the hot tier to S3",
+            ),
             chunk_build_seconds: histogram(
                 &r,
                 "chunk_build_seconds",

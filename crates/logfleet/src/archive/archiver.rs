@@ -331,6 +331,9 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             logs += encoded.log_count;
             self.metrics.chunks_written.inc();
             self.metrics.logs_archived.inc_by(encoded.log_count as u64);
+            self.metrics
+                .hot_bytes_archived
+                .inc_by(encoded.logical_bytes.max(0) as u64);
             tracing::info!(episode = %ep, chunk_number, start, count = encoded.log_count, size_bytes, %key, "chunk archived");
         }
         // Numbers this run committed may have an uncommitted upload of an earlier attempt

@@ -442,6 +442,10 @@ async fn write_batch(
             .metrics
             .logs_counted
             .inc_by(updated.value.logs as u64);
+        worker
+            .metrics
+            .hot_bytes_added
+            .inc_by(updated.value.bytes.max(0) as u64);
         if updated.value.crossed_threshold {
             written.events.push(g.episode.clone());
         }
