@@ -149,5 +149,105 @@ pub async fn run(sizes: &Sizes, log_dir: &std::path::Path) -> anyhow::Result<Fig
         mib(idle),
         (peak.saturating_sub(idle)) as f64 / held_bytes.max(1) as f64
     ));
+    failover(&mut fig, log_dir, idle).await?;
     Ok(fig)
+}
+
+/// Partitions of the failover case: the default `amqp.partitions`.
+const PARTITIONS: u16 = 8;
+
+/// The failover case `docs/deployment.md` sizes the ingest-worker for: one replica owning all
+/// 8 partitions, each queue holding more than a prefetch. Prints the peak beside the sizing
+/// formula's `M` for the same settings and message size.
+async fn failover(fig: &mut Figure, log_dir: &std::path::Path, idle: u64) -> anyhow::Result<()> {
+    // The prefetch k8s/base ships (LOGFLEET__INGEST__PREFETCH).
+    let prefetch = 16;
+    let env = common::env("mem-failover", |s| {
+        s.amqp.partitions = PARTITIONS;
+        s.ingest.prefetch = prefetch as u16;
+        s.ingest.drain_deadline_secs = 2;
+    })
+    .await;
+    let episodes = one_episode_per_partition(&env).await?;
+    // Each partition's episode: a prefetch and a half of 1,000-log messages.
+    let per_episode = prefetch * 3 / 2 * 1_000;
+    let msgs = messages(&episodes, per_episode, 1_000);
+    let largest = msgs.iter().map(|m| m.body.len()).max().unwrap_or(0) as u64;
+    publish_all(&env, &msgs).await?;
+    progress("memory: 8 partitions filled; starting one ingest-worker for all of them");
+    let bin = release_bin("ingest-worker");
+    let w = WorkerProc::spawn(&env, &bin, &[], &log_dir.join("ingest-worker-failover.log"))?;
+    let total = (episodes.len() * per_episode) as f64;
+    let mut owned_max = 0.0f64;
+    let mut held_max = 0.0f64;
+    let deadline = tokio::time::Instant::now() + common::STUCK_AFTER;
+    loop {
+        if let Some(o) = w.metric("logfleet_ingest_partitions_owned").await {
+            owned_max = owned_max.max(o);
+        }
+        if let Some(h) = w.metric("logfleet_ingest_prefetch_in_use").await {
+            held_max = held_max.max(h);
+        }
+        if w.metric("logfleet_ingest_logs_inserted_total").await >= Some(total) {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "stuck waiting for the 8 partitions to drain"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // VmHWM: the most the process ever held, whenever during the drain that was.
+    let peak = w.peak_rss()?;
+    w.terminate().await?;
+    let b = env.settings.ingest.max_batch_bytes as u64;
+    env.cleanup().await;
+    // docs/deployment.md: M = M_idle + P x (p x S + E x min(p x S, B + S)), M_idle 32 MiB, E 20.
+    let p = prefetch as u64;
+    let held = p * largest;
+    let formula = (32 << 20) + u64::from(PARTITIONS) * (held + 20 * held.min(b + largest));
+    fig.line(format!(
+        "ingest-worker owning all {PARTITIONS} partitions (a failover): ingest.prefetch {prefetch}, each queue holding {} 1,000-log messages of at most {:.0} KiB; owned at most {owned_max:.0}, held unacked at most {held_max:.0} messages",
+        prefetch * 3 / 2,
+        largest as f64 / 1024.0,
+    ));
+    fig.line(format!(
+        "ingest-worker failover: peak {} (idle {}); the sizing formula's M for these settings {} (peak / M = {:.2})",
+        mib(peak),
+        mib(idle),
+        mib(formula),
+        peak as f64 / formula as f64
+    ));
+    Ok(())
+}
+
+/// One episode name per partition queue, in queue order. The broker's hash places them, so ask
+/// it: a probe per candidate name through the logs exchange, read back from every queue.
+async fn one_episode_per_partition(env: &logfleet_testkit::TestEnv) -> anyhow::Result<Vec<String>> {
+    let probes: Vec<common::Msg> = (0..256)
+        .map(|i| common::Msg {
+            routing_key: format!("bench-mem-p{i}"),
+            body: b"{}".to_vec(),
+            id: format!("probe-{i}"),
+            logs: 0,
+        })
+        .collect();
+    publish_all(env, &probes).await?;
+    let ch = env.conn.create_channel().await?;
+    let mut picked = Vec::new();
+    for q in &env.topology.partition_queues {
+        let mut first = None;
+        while let Some(m) = ch
+            .basic_get(
+                q.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await?
+        {
+            first.get_or_insert_with(|| m.delivery.routing_key.to_string());
+        }
+        picked.push(first.ok_or_else(|| anyhow::anyhow!("no probe reached {q}"))?);
+    }
+    logfleet::amqp::close_channel(&ch, "probes read").await;
+    Ok(picked)
 }
