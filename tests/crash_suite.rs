@@ -1,4 +1,4 @@
-//! Issues 5 and 11, crash suite, short version (CI): the real worker binaries, SIGKILLed at
+//! Crash suite, short version (CI): the real worker binaries, SIGKILLed at
 //! random moments at least 20 times; ingest-workers stalled (SIGSTOP, then SIGCONT) past the
 //! broker's consumer timeout, and archive-workers past their lease, a few times each; the broker
 //! restarted and MongoDB stopped and started once. Then archiving finishes (every episode at or

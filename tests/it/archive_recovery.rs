@@ -1,4 +1,4 @@
-//! Issue tests 3 and 4: an archive-worker stopped at each step boundary (after the upload,
+//! Archive recovery: an archive-worker stopped at each step boundary (after the upload,
 //! after the LogMetadata commit, after the LogChunk record) leaves a state another worker
 //! completes with nothing lost or doubled; two archive-workers on one episode archive each
 //! chunk exactly once.
@@ -166,7 +166,7 @@ async fn a_lock_left_under_the_threshold_is_released_by_the_sweep() {
     env.cleanup().await;
 }
 
-/// Issue 11, item 13: a worker that stops right after its commit leaves an episode under its
+/// A worker that stops right after its commit leaves an episode under its
 /// threshold (`currentLogs` 0) with archived entries still hot and an expired lock. The sweep
 /// finds it all the same (`sweepDue`) and finishes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

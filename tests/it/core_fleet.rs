@@ -1,4 +1,4 @@
-//! Issue test 1: ingest and archive with the default settings (archiveThreshold and chunkSize
+//! Core fleet: ingest and archive with the default settings (archiveThreshold and chunkSize
 //! 50,000): 130,000 logs over three episodes, through the real workers.
 
 use logfleet::archive::ArchiveOptions;

@@ -1,4 +1,4 @@
-//! Issue test 5: bad messages are dead-lettered with a reason while good ones keep flowing.
+//! Dead letters: bad messages are dead-lettered with a reason while good ones keep flowing.
 
 use lapin::BasicProperties;
 use logfleet::amqp::{REASON_HEADER, ROUTING_KEY_HEADER};

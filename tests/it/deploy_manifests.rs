@@ -1,4 +1,4 @@
-//! Issues 4 and 12, deployment: `docker-compose.yml`, the `k8s/` kustomize tree and the hosted-CI
+//! Deployment: `docker-compose.yml`, the `k8s/` kustomize tree and the hosted-CI
 //! workflow are checked structurally here (no Docker engine or cluster on these machines): they
 //! parse, every setting they pass exists, the probes hit the endpoints the binaries serve, grace
 //! periods outlast the drain deadlines, and secrets are references, never values. Then

@@ -1,4 +1,4 @@
-//! Issue test 2: two ingest-workers, duplicate publishes of the same message_id, and workers
+//! Exactly once: two ingest-workers, duplicate publishes of the same message_id, and workers
 //! dying mid-stream (after reserving ranges, after inserting, before acking): the result is
 //! gapless, without duplicates, and keeps each producer's publish order.
 

@@ -1,4 +1,4 @@
-//! Issue 5, hostile input: every kind of malformed or adversarial message in the corpus is
+//! Hostile input: every kind of malformed or adversarial message in the corpus is
 //! refused with a clear reason, by the decoder and through a real ingest-worker, which keeps
 //! running and keeps ingesting good messages.
 

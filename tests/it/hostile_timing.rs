@@ -1,4 +1,4 @@
-//! Issue 11: exactly once under hostile timing. Each test pins one defect with fault hooks
+//! Exactly once under hostile timing. Each test pins one defect with fault hooks
 //! (a worker held or frozen at a named point) and real services, never with sleeps: a frozen
 //! archiver that wakes after its lease moved on, a lease kept alive through a slow chunk, an
 //! ingest-worker that lost its channel or its epoch while it held a batch, a document the store

@@ -1,4 +1,4 @@
-//! Issue 13: retention. Episodes and archived chunks expire on schedule and every record stays
+//! Retention. Episodes and archived chunks expire on schedule and every record stays
 //! consistent while they do.
 //!
 //! - a whole episode expires (its chunks, objects, hot logs and dedup records go; LogMetadata

@@ -1,4 +1,4 @@
-//! Figure 8: ingest-worker CPU time per ingested log (issue 11, "Proof"), from the worker
+//! Figure 8: ingest-worker CPU time per ingested log, from the worker
 //! process's own CPU time (`/proc/PID/stat` utime + stime of `target/release/ingest-worker`),
 //! for 1-log and 1,000-log messages. The publisher is the bench process, so it is not counted.
 
@@ -80,7 +80,7 @@ pub async fn run(sizes: &Sizes, log_dir: &std::path::Path) -> anyhow::Result<Fig
             run.startup_cpu_secs,
             idle.unwrap_or(f64::NAN) * 1e3
         ));
-        // The issue's goal is for 1,000-log messages; 1-log messages are shown without one.
+        // The goal is for 1,000-log messages; 1-log messages are shown without one.
         if per_msg == 1_000 {
             fig.value_verdict(
                 &format!("CPU µs per log, {label}"),

@@ -1,4 +1,4 @@
-//! logfleet-bench: the benchmark figures of issue 5, as ratios against baselines measured on the
+//! logfleet-bench: the benchmark figures, as ratios against baselines measured on the
 //! same servers in the same run.
 //!
 //! ```text
@@ -43,7 +43,7 @@ use clap::Parser;
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks of the logfleet fleet, as ratios measured in one run")]
 struct Args {
-    /// Smaller loads (finishes in about 2 minutes); the full mode uses the issue's sizes.
+    /// Smaller loads (finishes in about 2 minutes); the full mode uses the sizes docs/benchmarks.md describes.
     #[arg(long)]
     quick: bool,
     /// Run only these figures: ingest, chunk, archive, memory, scaling, query, writes, cpu,

@@ -18,7 +18,7 @@ pub struct Verdict {
     pub label: String,
     /// The measured ratio.
     pub ratio: f64,
-    /// The issue's goal for it.
+    /// The goal for it, if any.
     pub goal: Goal,
 }
 
@@ -46,7 +46,7 @@ impl Verdict {
     }
 }
 
-/// One figure of the issue.
+/// One figure of the report.
 #[derive(Debug, Clone, Default)]
 pub struct Figure {
     /// Number and title, e.g. `1. Ingest efficiency`.

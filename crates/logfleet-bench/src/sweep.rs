@@ -1,4 +1,4 @@
-//! Figure 9: the archive sweep's cost (issue 11, item 14). Many LogMetadata documents, a few
+//! Figure 9: the archive sweep's cost. Many LogMetadata documents, a few
 //! of them due (`sweepDue: true`); the sweep's query (`MongoStore::episodes_due`) timed beside
 //! a full scan of the collection and the former sweep's filter (`currentLogs >= 1`), in one
 //! run, interleaved.

@@ -1,4 +1,4 @@
-//! Figure 7: write amplification (issue 11, item 7). 1-log messages over 1,000 episodes, queued
+//! Figure 7: write amplification. 1-log messages over 1,000 episodes, queued
 //! before the ingest-worker starts (so every batch is as full as the prefetch allows); every
 //! command the worker sends to MongoDB is counted by a wire proxy in front of the server
 //! ([`crate::wire`]), per ingested log, against the BSON size of a LogEntry as stored. Then the

@@ -44,7 +44,7 @@ pub struct CrashPlan {
     pub episodes: usize,
     /// Concurrent producers; each publishes to every episode, in its own order.
     pub producers: usize,
-    /// Ingest-worker processes (2-3 in the issue).
+    /// Ingest-worker processes (2-3).
     pub ingest_workers: usize,
     /// Archive-worker processes (two or more, so a stalled one's lease is taken over).
     pub archive_workers: usize,

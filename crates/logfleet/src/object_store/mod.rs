@@ -87,7 +87,7 @@ mod tests {
 
     use super::*;
 
-    /// Issue 11, item 9: on SSE-KMS and SSE-C buckets the ETag is not the body's MD5. The
+    /// On SSE-KMS and SSE-C buckets the ETag is not the body's MD5. The
     /// upload's integrity rests on `Content-MD5`, which the server checks, so an upload there
     /// verifies like anywhere else.
     #[tokio::test]
