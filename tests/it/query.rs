@@ -15,6 +15,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use crate::api::Api;
 use futures::StreamExt;
 use logfleet::archive::{ArchiveKind, ArchiveOptions, ChunkArchiver};
 use logfleet::config::Settings;
@@ -25,39 +26,6 @@ use logfleet::object_store::ObjectStore;
 use logfleet::query::{LogFilter, LogQuery, Order, QueryService};
 use logfleet_testkit::{SentLog, StoredLog, TestEnv, batch_body, make_logs, metric_value};
 use serde_json::Value;
-use tokio::sync::oneshot;
-
-/// A query-api served in-process on a free port.
-struct Api {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    join: tokio::task::JoinHandle<Result<(), query_api::ApiError>>,
-}
-
-impl Api {
-    async fn start(settings: &Settings) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        let s = settings.clone();
-        let join = tokio::spawn(async move {
-            query_api::run(s, listener, async {
-                let _ = rx.await;
-            })
-            .await
-        });
-        Self {
-            base,
-            stop: Some(tx),
-            join,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.join.await.unwrap().expect("query-api stops cleanly");
-    }
-}
 
 async fn get(c: &reqwest::Client, url: &str) -> (u16, Value) {
     let r = c.get(url).send().await.expect("request");
@@ -995,12 +963,10 @@ async fn reads_while_the_episode_is_archived() {
     env.cleanup().await;
 }
 
-/// A query-api served by [`query_api::serve`] over a read path whose hot reads block while a
-/// gate is armed and not yet opened: the test holds an export in flight across the stop.
+/// A query-api whose hot reads block while a gate is armed and not yet opened: the test holds
+/// an export in flight across the stop.
 struct GatedApi {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    join: tokio::task::JoinHandle<Result<(), query_api::ApiError>>,
+    api: Api,
     /// Hot reads block from when this is set...
     armed: Arc<AtomicBool>,
     /// ...until this turns true.
@@ -1027,16 +993,8 @@ impl GatedApi {
             .await
             .unwrap()
             .with_faults(Faults::new(hook));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        let join = tokio::spawn(query_api::serve(svc, listener, async {
-            let _ = rx.await;
-        }));
         Self {
-            base,
-            stop: Some(tx),
-            join,
+            api: Api::serve(svc).await,
             armed,
             open,
         }
@@ -1083,8 +1041,8 @@ async fn a_stop_ends_follows_cleanly_and_lets_exports_finish() {
     let c = reqwest::Client::new();
 
     // 1. Drain time enough: the export finishes after the stop, whole.
-    let mut api = GatedApi::start(&env.settings).await;
-    let base = api.base.clone();
+    let mut gated = GatedApi::start(&env.settings).await;
+    let base = gated.api.base.clone();
     let follow = c
         .get(format!(
             "{base}/v1/episodes/{ep}/logs?follow=true&backlog=1"
@@ -1102,14 +1060,14 @@ async fn a_stop_ends_follows_cleanly_and_lets_exports_finish() {
     let line: Value = serde_json::from_slice(first.trim_ascii_end()).unwrap();
     assert_eq!(line["sequenceNumber"], n as i64 - 1);
     // The export's first hot read waits at the gate: it is in flight when the stop comes.
-    api.armed.store(true, Ordering::SeqCst);
+    gated.armed.store(true, Ordering::SeqCst);
     let export = c
         .get(format!("{base}/v1/episodes/{ep}/export"))
         .send()
         .await
         .unwrap();
     assert_eq!(export.status(), 200);
-    let _ = api.stop.take().unwrap().send(());
+    gated.api.begin_stop();
     // The follow stream ends with its last chunk (a clean end), not a broken connection.
     let mut rest = Vec::new();
     let end = loop {
@@ -1125,7 +1083,7 @@ async fn a_stop_ends_follows_cleanly_and_lets_exports_finish() {
     assert_eq!(end, Ok(()), "the follow stream ends cleanly at the stop");
     assert!(rest.is_empty(), "no new logs were written");
     // Now the export reads on, after the server began to stop.
-    api.open.send_replace(true);
+    gated.open.send_replace(true);
     let (body, end) = read_to_end(export).await;
     assert_eq!(end, Ok(()), "the export ends cleanly");
     let seqs: Vec<i64> = body
@@ -1138,23 +1096,23 @@ async fn a_stop_ends_follows_cleanly_and_lets_exports_finish() {
         })
         .collect();
     assert_eq!(seqs, (0..n as i64).collect::<Vec<_>>(), "the whole export");
-    api.join.await.unwrap().expect("query-api stops cleanly");
+    gated.api.stop().await;
 
     // 2. No drain time: the export in flight is cut, and its body breaks.
     let mut settings = env.settings.clone();
     settings.query.drain_secs = 0;
-    let mut api = GatedApi::start(&settings).await;
-    api.armed.store(true, Ordering::SeqCst);
+    let mut gated = GatedApi::start(&settings).await;
+    gated.armed.store(true, Ordering::SeqCst);
     let export = c
-        .get(format!("{}/v1/episodes/{ep}/export", api.base))
+        .get(format!("{}/v1/episodes/{ep}/export", gated.api.base))
         .send()
         .await
         .unwrap();
     assert_eq!(export.status(), 200);
-    let _ = api.stop.take().unwrap().send(());
+    gated.api.begin_stop();
     let (body, end) = read_to_end(export).await;
     assert!(end.is_err(), "a cut export must not end as if whole");
     assert!(body.is_empty(), "the export was cut at its first read");
-    api.join.await.unwrap().expect("query-api stops cleanly");
+    gated.api.stop().await;
     env.cleanup().await;
 }

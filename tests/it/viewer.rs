@@ -22,51 +22,18 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::api::Api;
 use logfleet::archive::ArchiveOptions;
-use logfleet::config::Settings;
 use logfleet::domain::{EpisodeId, LogLevel};
 use logfleet::ingest::IngestOptions;
 use logfleet_testkit::browser::{Browser, Locator, save_png};
 use logfleet_testkit::{SentLog, TestEnv, batch_body, make_logs, single_body};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 const MAIN: &str = "run-main";
 /// 2025-12-03T22:13:20Z, a whole second.
 const BASE_MS: i64 = 1_764_800_000_000;
 const TOKEN: &str = "viewer-test-token-5d1c";
-
-/// A query-api served in-process on a free port.
-struct Api {
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    join: tokio::task::JoinHandle<Result<(), query_api::ApiError>>,
-}
-
-impl Api {
-    async fn start(settings: &Settings) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        let s = settings.clone();
-        let join = tokio::spawn(async move {
-            query_api::run(s, listener, async {
-                let _ = rx.await;
-            })
-            .await
-        });
-        Self {
-            base,
-            stop: Some(tx),
-            join,
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.join.await.unwrap().expect("query-api stops cleanly");
-    }
-}
 
 /// GET a JSON document from the API (with a bearer token when given): (status, body).
 async fn api_get(url: &str, token: Option<&str>) -> (u16, Value) {

@@ -140,22 +140,29 @@ pub fn mongo_commands_from_env() -> Option<(String, String)> {
 pub struct CrashReport {
     /// SIGKILLs delivered, in all and per worker kind.
     pub kills: usize,
+    /// SIGKILLs of ingest-workers.
     pub ingest_kills: usize,
+    /// SIGKILLs of archive-workers.
     pub archive_kills: usize,
     /// Ingest-worker stalls; how many began while the worker held a batch; after how many
     /// the worker, continued, logged that the broker had closed a delivery channel of it for
     /// an ack that timed out (consumer timeout).
     pub ingest_stalls: usize,
+    /// Ingest stalls that began while the worker held a batch.
     pub ingest_stalls_holding_batch: usize,
+    /// Ingest stalls after which the worker logged a channel closed by the consumer timeout.
     pub ingest_stalls_channel_closed: usize,
     /// Archive-worker stalls; how many began while the worker held an archive lease; how many
     /// saw another worker take a lease of the stalled one over.
     pub archive_stalls: usize,
+    /// Archive stalls that began while the worker held a lease.
     pub archive_stalls_holding_lease: usize,
+    /// Archive stalls during which another worker took a lease of the stalled one over.
     pub archive_stalls_lease_taken_over: usize,
     /// Channels the broker closed for an ack that timed out, whatever the cause (stalls,
     /// batches retried through the MongoDB outage), as the workers logged them.
     pub ingest_consumer_timeouts: usize,
+    /// The same, for the archive-workers' request channels.
     pub archive_consumer_timeouts: usize,
     /// Batches an ingest-worker left unwritten because its delivery channel had closed, as
     /// logged.
@@ -165,21 +172,35 @@ pub struct CrashReport {
     /// Expired archive locks taken over, and archive runs that stopped because their lock had
     /// been taken over (a stale archiver fenced), as the archive-workers logged them.
     pub lease_takeovers: usize,
+    /// Archive runs stopped because their lock had been taken over (a stale archiver fenced).
     pub stale_archive_runs_stopped: usize,
+    /// Worker processes started again after a kill.
     pub worker_restarts: usize,
+    /// RabbitMQ restarts (its app stopped and started).
     pub broker_restarts: usize,
+    /// MongoDB-protocol server restarts (`MONGO_STOP_CMD`, then `MONGO_START_CMD`).
     pub mongo_restarts: usize,
+    /// Producer messages confirmed by the broker, duplicates included.
     pub messages_published: u64,
+    /// Messages published a second time on purpose (same message_id and body).
     pub duplicate_publishes: u64,
+    /// Publishes retried after a lost connection or an unconfirmed send.
     pub publish_retries: u64,
+    /// Logs read back from both tiers and checked against what was sent.
     pub logs_checked: usize,
     /// Chunks due once archiving caught up (every episode at or over its threshold).
     pub chunks_expected: usize,
+    /// Chunks read back from S3 and checked against their LogChunk records.
     pub chunks_checked: usize,
+    /// Logs sent and found nowhere.
     pub lost: usize,
+    /// Logs found more than once.
     pub duplicated: usize,
+    /// (episode, producer) pairs whose logs are not numbered in publish order.
     pub out_of_order: usize,
+    /// Messages in the dead-letter queue at the end (the load has no bad message: 0).
     pub dead_letters: u32,
+    /// Wall time of the run.
     pub seconds: f64,
     /// Where the worker processes' logs are.
     pub log_dir: String,
@@ -300,15 +321,19 @@ impl WorkerKind {
 
 /// A worker process slot: the binary and its current process (its current life).
 struct Slot {
+    /// Ingest or archive.
     kind: WorkerKind,
+    /// The worker binary's path.
     binary: String,
+    /// The running process; None between a kill and the restart.
     child: Option<Child>,
     /// Processes started in this slot so far; names the current one's log file.
     lives: usize,
     /// The current process's log file.
     log: PathBuf,
-    /// The current process's HTTP endpoints and instance name, once read from its log.
+    /// The current process's HTTP endpoint, once read from its log.
     addr: Option<std::net::SocketAddr>,
+    /// The current process's instance name (as it logged on connecting), once read.
     instance: Option<String>,
     /// Stopped (SIGSTOP) by a stall now: kills leave it alone.
     stalled: bool,
@@ -353,8 +378,11 @@ impl Slot {
 /// The worker processes. Dropping it (a panicking run) kills whatever is still running,
 /// stopped ones included.
 struct Fleet {
+    /// One per worker process the plan runs.
     slots: Vec<Slot>,
+    /// The `LOGFLEET__*` environment every process gets (the test's names and services).
     env: Vec<(String, String)>,
+    /// Where each process life writes its log file.
     log_dir: PathBuf,
 }
 
@@ -387,9 +415,13 @@ impl Drop for Fleet {
 /// Publishes on its own connection, reconnecting and retrying the same message (same
 /// message_id) until the broker confirms it.
 struct ResilientPublisher {
+    /// Where to connect again after the broker restarts.
     env_settings: logfleet::config::AmqpSettings,
+    /// The connection name (one per producer, for the broker's management view).
     name: String,
+    /// The current connection and its confirm channel; None until (re)connected.
     conn: Option<(lapin::Connection, ConfirmedPublisher)>,
+    /// Publishes retried, shared with the report.
     retries: Arc<AtomicU64>,
 }
 
@@ -438,8 +470,11 @@ const CHANNEL_TICK_MS: u64 = 1_000;
 /// `logfleet_crash_users`): the last run to finish restores them, and a run that was killed
 /// before restoring is struck off by the next one.
 pub struct BrokerConsumerTimeout {
+    /// This run's name in the broker's list of runs using the lowered timeout.
     me: String,
+    /// The timeout this run set, in milliseconds.
     timeout_ms: u64,
+    /// Whether [`BrokerConsumerTimeout::restore`] ran (otherwise `Drop` does it).
     restored: bool,
 }
 
@@ -575,22 +610,34 @@ fn erlang_binaries(term: &str) -> Vec<String> {
 /// What the chaos did.
 #[derive(Debug, Default)]
 struct Chaos {
+    /// SIGKILLs of ingest-workers.
     ingest_kills: usize,
+    /// SIGKILLs of archive-workers.
     archive_kills: usize,
+    /// Processes started again after a kill.
     restarts: usize,
+    /// Broker restarts.
     broker: usize,
+    /// MongoDB restarts.
     mongo: usize,
+    /// Every stall, for the report's figures read from the worker logs after.
     stalls: Vec<StallRecord>,
 }
 
 /// One stall: which process, whether it held work, when it was stopped and continued.
 #[derive(Debug)]
 struct StallRecord {
+    /// Ingest or archive.
     kind: WorkerKind,
+    /// Whether it held a batch (ingest) or a lease (archive) when stopped.
     holding: bool,
+    /// The stalled process's log file.
     log: PathBuf,
+    /// Its instance name, to find takeovers of its lease in the other workers' logs.
     instance: Option<String>,
+    /// When SIGSTOP was sent.
     stopped: chrono::DateTime<chrono::Utc>,
+    /// When SIGCONT was sent.
     continued: chrono::DateTime<chrono::Utc>,
 }
 
