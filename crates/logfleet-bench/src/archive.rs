@@ -4,7 +4,6 @@ use std::time::Instant;
 
 use bson::DateTime;
 use bson::oid::ObjectId;
-use futures::TryStreamExt;
 use logfleet::archive::{ArchiveKind, ArchiveOutcome, ChunkArchiver};
 use logfleet::chunk::{ChunkWriter, chunk_key};
 use logfleet::domain::EpisodeId;
@@ -37,7 +36,7 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Figure> {
     let entries: Vec<LogEntry> = store
         .entries_in_range(&ep, 0, c as i64)
         .await?
-        .try_collect()
+        .collect()
         .await?;
     let read = secs(t);
     anyhow::ensure!(

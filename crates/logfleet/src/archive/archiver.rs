@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use bson::DateTime;
 use bson::oid::ObjectId;
-use futures::TryStreamExt;
 
 use tokio_util::sync::CancellationToken;
 
@@ -18,9 +17,8 @@ use crate::domain::EpisodeId;
 use crate::metrics::ArchiveMetrics;
 use crate::model::{ArchivedMessage, LogChunk, LogEntry, LogMetadata};
 use crate::mongo::lease::{LeaseGrant, holds_lease, lease_until};
-use crate::mongo::{Decision, MongoError, MongoStore, RecordedChunk};
+use crate::mongo::{Decision, MongoStore, RecordedChunk};
 use crate::object_store::{ObjectStore, put_verified};
-use crate::retry::within;
 
 use super::ArchiveError;
 use crate::contract::ArchiveKind;
@@ -446,12 +444,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         let mut next = start;
         let mut batch = Vec::with_capacity(BUILD_BATCH);
         let mut gap = None;
-        let limit = self.store.op_timeout();
-        while let Some(entry) = within("read a chunk's entries", limit, cursor.try_next())
-            .await
-            .map_err(MongoError::from)?
-            .map_err(MongoError::from)?
-        {
+        while let Some(entry) = cursor.next().await? {
             if entry.sequence_number != next {
                 gap = Some(next);
                 break;
@@ -555,5 +548,99 @@ impl LeaseKeeper {
 impl Drop for LeaseKeeper {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::object_store::MemoryObjectStore;
+
+    /// An episode with `counted` logs numbered, `archived` of them in chunks.
+    fn meta(threshold: i32, chunk_size: i32, counted: i64, archived: i64) -> LogMetadata {
+        let mut m = LogMetadata::new(
+            EpisodeId::parse("ep").unwrap(),
+            threshold,
+            chunk_size,
+            DateTime::from_millis(0),
+        );
+        m.next_sequence_number = counted;
+        m.total_logs = counted;
+        m.archived_logs = archived;
+        m.current_logs = counted - archived;
+        m
+    }
+
+    /// The chunks a run would cut, in order: `next_chunk` applied as the commit applies it.
+    fn plan(mut m: LogMetadata, kind: ArchiveKind) -> Vec<(i64, i64)> {
+        let mut out = Vec::new();
+        while let Some((start, count)) = ChunkArchiver::<MemoryObjectStore>::next_chunk(&m, kind) {
+            assert_eq!(
+                start, m.archived_logs,
+                "a chunk starts where the last one ended"
+            );
+            out.push((start, count));
+            m.archived_logs += count;
+            m.current_logs -= count;
+            assert!(out.len() <= 1_000, "the plan ends");
+        }
+        out
+    }
+
+    #[test]
+    fn a_threshold_run_cuts_whole_chunks_while_the_episode_is_over_its_threshold() {
+        // The README's demo episode: 110,000 logs, threshold and chunk 50,000.
+        assert_eq!(
+            plan(meta(50_000, 50_000, 110_000, 0), ArchiveKind::Threshold),
+            vec![(0, 50_000), (50_000, 50_000)],
+            "10,000 stay hot: under the threshold after the second chunk"
+        );
+        assert_eq!(
+            plan(meta(50_000, 50_000, 49_999, 0), ArchiveKind::Threshold),
+            vec![],
+            "under the threshold: nothing"
+        );
+        // A threshold above the chunk size: chunks until under the threshold.
+        assert_eq!(
+            plan(meta(3_000, 1_000, 3_500, 0), ArchiveKind::Threshold),
+            vec![(0, 1_000)],
+            "2,500 hot is under 3,000"
+        );
+        // A threshold below the chunk size: nothing until a whole chunk is there.
+        assert_eq!(
+            plan(meta(100, 1_000, 999, 0), ArchiveKind::Threshold),
+            vec![],
+            "never a partial chunk on a threshold"
+        );
+        // Resumes after chunks already archived.
+        assert_eq!(
+            plan(meta(1_000, 1_000, 5_200, 3_000), ArchiveKind::Threshold),
+            vec![(3_000, 1_000), (4_000, 1_000)]
+        );
+    }
+
+    #[test]
+    fn a_flush_archives_everything_counted_the_last_chunk_partial() {
+        assert_eq!(
+            plan(meta(50_000, 1_000, 2_500, 0), ArchiveKind::Flush),
+            vec![(0, 1_000), (1_000, 1_000), (2_000, 500)]
+        );
+        assert_eq!(
+            plan(meta(50_000, 1_000, 3_000, 3_000), ArchiveKind::Flush),
+            vec![],
+            "all archived already"
+        );
+        assert_eq!(
+            plan(meta(50_000, 1_000, 1, 0), ArchiveKind::Flush),
+            vec![(0, 1)]
+        );
+    }
+
+    #[test]
+    fn a_chunk_size_of_zero_is_taken_as_one() {
+        assert_eq!(
+            plan(meta(1, 0, 2, 0), ArchiveKind::Threshold),
+            vec![(0, 1), (1, 1)]
+        );
     }
 }

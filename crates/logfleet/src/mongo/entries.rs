@@ -4,7 +4,7 @@ use bson::{Bson, DateTime, Document, doc};
 use futures::TryStreamExt;
 use mongodb::error::ErrorKind;
 
-use super::{DUPLICATE_KEY, MongoError, MongoStore};
+use super::{DUPLICATE_KEY, MongoError, MongoStore, TimedCursor};
 use crate::domain::{EpisodeId, LogLevel};
 use crate::model::LogEntry;
 
@@ -173,9 +173,9 @@ impl MongoStore {
         ep: &EpisodeId,
         start: i64,
         end: i64,
-    ) -> Result<mongodb::Cursor<LogEntry>, MongoError> {
-        self.timed(
-            "open an entry cursor",
+    ) -> Result<TimedCursor<LogEntry>, MongoError> {
+        self.open_cursor(
+            "read a range of entries",
             self.entries
                 .find(
                     doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": start, "$lt": end}},
@@ -192,7 +192,7 @@ impl MongoStore {
         &self,
         ep: &EpisodeId,
         r: &HotRange,
-    ) -> Result<mongodb::Cursor<LogEntry>, MongoError> {
+    ) -> Result<TimedCursor<LogEntry>, MongoError> {
         let mut filter = doc! {
             "episodeId": ep.as_str(),
             "sequenceNumber": {"$gte": r.lo, "$lt": r.hi},
@@ -220,7 +220,7 @@ impl MongoStore {
         if let Some(limit) = r.limit {
             find = find.limit(limit);
         }
-        self.timed("open a hot-entry cursor", find.into_future())
+        self.open_cursor("read hot entries", find.into_future())
             .await
     }
 

@@ -4,7 +4,7 @@
 use bson::{DateTime, Document, doc};
 use futures::TryStreamExt;
 
-use super::{MongoError, MongoStore};
+use super::{MongoError, MongoStore, TimedCursor};
 use crate::model::LogMetadata;
 
 /// Episode ids `[from, to)`; either side may be open.
@@ -60,13 +60,13 @@ impl MongoStore {
         ids: &IdRange,
         before: Option<DateTime>,
         batch_size: u32,
-    ) -> Result<mongodb::Cursor<LogMetadata>, MongoError> {
+    ) -> Result<TimedCursor<LogMetadata>, MongoError> {
         let mut filter = ids.filter();
         if let Some(b) = before {
             filter.insert("lastLogAt", doc! {"$lt": b});
         }
-        self.timed(
-            "open an episode cursor",
+        self.open_cursor(
+            "read episodes by their latest log",
             self.metadata
                 .find(filter)
                 .sort(doc! {"lastLogAt": -1, "episodeId": 1})

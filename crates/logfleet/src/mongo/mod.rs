@@ -269,6 +269,20 @@ impl MongoStore {
         Ok(crate::retry::within(what, self.op_timeout, call).await??)
     }
 
+    /// Opens a cursor within the store's time limit; each later batch it reads is bounded by
+    /// the same limit (see [`TimedCursor`]). `what` names the read in a timeout's error.
+    async fn open_cursor<T>(
+        &self,
+        what: &'static str,
+        open: impl std::future::Future<Output = Result<mongodb::Cursor<T>, mongodb::error::Error>>,
+    ) -> Result<TimedCursor<T>, MongoError> {
+        Ok(TimedCursor {
+            inner: self.timed(what, open).await?,
+            limit: self.op_timeout,
+            what,
+        })
+    }
+
     /// Round trip to the server, within the store's time limit; used by readiness checks and
     /// reconnection loops.
     pub async fn ping(&self) -> Result<(), MongoError> {
@@ -282,8 +296,11 @@ impl MongoStore {
 
     /// Drops the whole database (tests and benches clean up their fresh databases with it).
     pub async fn drop_database(&self) -> Result<(), MongoError> {
-        self.client.database(&self.database).drop().await?;
-        Ok(())
+        self.timed(
+            "drop the database",
+            self.client.database(&self.database).drop().into_future(),
+        )
+        .await
     }
 
     /// Longest any one call may take (`mongo.op_timeout_secs`).
@@ -341,5 +358,37 @@ fn command_code(e: &mongodb::error::Error) -> Option<i32> {
         ErrorKind::Command(ce) => Some(ce.code),
         ErrorKind::Write(WriteFailure::WriteError(we)) => Some(we.code),
         _ => None,
+    }
+}
+
+/// A server cursor read one document at a time, each round trip to the server (the first
+/// batch, every `getMore`) within the store's time limit: a server that stalls mid-read fails
+/// the read with [`MongoError::TimedOut`] instead of holding it forever. The driver's cursor
+/// stays inside this module.
+pub struct TimedCursor<T> {
+    /// The driver's cursor.
+    inner: mongodb::Cursor<T>,
+    /// Longest one round trip may take (`mongo.op_timeout_secs`).
+    limit: std::time::Duration,
+    /// What is being read, for the timeout's error.
+    what: &'static str,
+}
+
+impl<T> TimedCursor<T>
+where
+    T: serde::de::DeserializeOwned + Unpin + Send + Sync,
+{
+    /// The next document, or `None` at the end.
+    pub async fn next(&mut self) -> Result<Option<T>, MongoError> {
+        Ok(crate::retry::within(self.what, self.limit, self.inner.try_next()).await??)
+    }
+
+    /// Every remaining document.
+    pub async fn collect(mut self) -> Result<Vec<T>, MongoError> {
+        let mut out = Vec::new();
+        while let Some(d) = self.next().await? {
+            out.push(d);
+        }
+        Ok(out)
     }
 }

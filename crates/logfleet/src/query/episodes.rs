@@ -16,15 +16,13 @@
 use std::collections::BTreeMap;
 
 use bson::DateTime;
-use futures::TryStreamExt;
 
 use super::{EpisodePage, EpisodeSummary, QueryError, QueryService, bad};
 use crate::chunk::rfc3339_ms;
 use crate::domain::{EpisodeId, LogLevel};
 use crate::model::LogMetadata;
-use crate::mongo::{IdRange, MongoError};
+use crate::mongo::IdRange;
 use crate::object_store::ObjectStore;
-use crate::retry::within;
 
 /// Order of the episode list.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -216,11 +214,7 @@ impl<S: ObjectStore> QueryService<S> {
             // The server's order may be exact to the second only: read on until the second of
             // the (limit + 1)-th episode (in the exact order) has been read in full.
             let mut boundary: Option<i64> = None;
-            let time_limit = self.store().op_timeout();
-            while let Some(m) = within("read episodes", time_limit, rows.try_next())
-                .await
-                .map_err(MongoError::from)??
-            {
+            while let Some(m) = rows.next().await? {
                 let Some(at) = m.last_log_at else { continue };
                 let second = at.timestamp_millis().div_euclid(1000);
                 if boundary.is_some_and(|b| second < b) {

@@ -1,6 +1,5 @@
 //! One page: the hot/cold merge that keeps a read exact while logs move to S3, and the hot read.
 
-use futures::TryStreamExt;
 
 use super::params::{ceil_second, floor_second};
 use super::{
@@ -8,9 +7,8 @@ use super::{
 };
 use crate::domain::EpisodeId;
 use crate::faults::FaultPoint;
-use crate::mongo::{HotRange, MongoError};
+use crate::mongo::HotRange;
 use crate::object_store::ObjectStore;
-use crate::retry::within;
 
 impl<S: ObjectStore> QueryService<S> {
     /// One page of logs: every log matching the filter, from the cursor on, in order, at most
@@ -144,11 +142,7 @@ impl<S: ObjectStore> QueryService<S> {
         };
         let mut cursor = self.store.hot_entries(ep, &range).await?;
         let mut out = Vec::with_capacity(want.min(10_000));
-        let limit = self.store.op_timeout();
-        while let Some(e) = within("read hot entries", limit, cursor.try_next())
-            .await
-            .map_err(MongoError::from)??
-        {
+        while let Some(e) = cursor.next().await? {
             let r = LogRecord::from(e);
             if !f.matches_record(&r) {
                 continue;
