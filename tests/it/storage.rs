@@ -103,6 +103,42 @@ async fn a_conflicting_index_is_a_fatal_start_up_error() {
     env.cleanup().await;
 }
 
+/// Rows that break a unique index the fleet needs (two entries with one episode and sequence
+/// number, written before the index existed): the index build fails on the server, and the
+/// start-up stops with the index's name and the server's reason instead of retrying forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_rows_under_a_unique_index_are_a_fatal_start_up_error() {
+    let env = TestEnv::new("storage-dups", |_| {}).await;
+    let mut s = env.settings.mongo.clone();
+    s.log_entry_collection = "LogEntryWithDuplicates".into();
+    let client = mongodb::Client::with_uri_str(&s.uri).await.unwrap();
+    let raw = client
+        .database(&s.database)
+        .collection::<bson::Document>("LogEntryWithDuplicates");
+    for message in ["first", "second"] {
+        raw.insert_one(
+            bson::doc! {"episodeId": "dup", "sequenceNumber": 0_i64, "message": message},
+        )
+        .await
+        .unwrap();
+    }
+    let store = logfleet::mongo::MongoStore::connect(&s).await.unwrap();
+    let err = store.ensure_indexes().await.unwrap_err();
+    assert!(err.is_fatal(), "not retried as an outage: {err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("LogEntryWithDuplicates") && text.contains("episodeId_sequenceNumber"),
+        "names the collection and the index: {text}"
+    );
+    // The server's reason, in its words: MongoDB's E11000 duplicate key error, or the
+    // UNIQUE constraint of the SQLite under FerretDB and nx-27017 (docs/mongodb-servers.md).
+    assert!(
+        text.contains("E11000") || text.contains("UNIQUE constraint failed"),
+        "gives the server's reason (duplicate keys): {text}"
+    );
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archived_entries_are_deleted_however_many() {
     let env = TestEnv::new("storage-delete", |_| {}).await;

@@ -244,14 +244,24 @@ impl MongoStore {
                         )
                         .await?;
                         if let Err(e) = created {
-                            // A server error (options conflict, duplicate rows under a unique
-                            // index being built, ...) is no outage: name the index and stop.
-                            return Err(match command_code(&e) {
+                            // An outage is retried by the start-up. Anything else the server
+                            // answered (options conflict, duplicate rows under a unique index
+                            // being built, a refusal without a code) is no outage: name the
+                            // index, give the server's words, and stop.
+                            if is_transient_driver_error(&e) {
+                                return Err(e.into());
+                            }
+                            let said = e
+                                .server_response()
+                                .and_then(|r| r.get_str("errmsg").ok())
+                                .map(|m| format!(": the server says \"{m}\""))
+                                .unwrap_or_default();
+                            return Err(conflict(match command_code(&e) {
                                 Some(code) => {
-                                    conflict(format!("createIndexes failed with code {code}: {e}"))
+                                    format!("createIndexes failed with code {code}{said}: {e}")
                                 }
-                                None => e.into(),
-                            });
+                                None => format!("createIndexes failed{said}: {e}"),
+                            }));
                         }
                     }
                 }
