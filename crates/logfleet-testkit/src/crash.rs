@@ -1227,20 +1227,14 @@ async fn stall(
 
 /// A worker's `/metrics`, or `None` when it does not answer within a second.
 async fn metrics_of(addr: std::net::SocketAddr) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let get = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).await.ok()?;
-        raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(1), get)
-        .await
-        .ok()
-        .flatten()
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        crate::try_http_get(addr, "/metrics"),
+    )
+    .await
+    .ok()
+    .flatten()
+    .map(|(_, body)| body)
 }
 
 /// Counts, in the worker processes' logs, what the stalls caused.

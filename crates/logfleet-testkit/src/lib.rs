@@ -750,25 +750,27 @@ pub fn single_body(episode: &str, log: &SentLog) -> Value {
 
 /// A plain HTTP/1.0 GET on loopback: (status code, body). Enough for the workers' endpoints.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
+    try_http_get(addr, path)
         .await
-        .expect("endpoint reachable");
+        .expect("endpoint reachable, answering HTTP")
+}
+
+/// [`http_get`] that gives `None` when nothing answers (a worker killed or stopped), or the
+/// answer is no HTTP.
+pub async fn try_http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await
-        .unwrap();
+        .ok()?;
     let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("HTTP status line");
+    s.read_to_string(&mut raw).await.ok()?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
     let body = raw
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
 }
 
 /// The value of one sample in a Prometheus text rendering, e.g. `name{label="x"}`.
