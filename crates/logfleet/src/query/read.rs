@@ -1,6 +1,5 @@
 //! One page: the hot/cold merge that keeps a read exact while logs move to S3, and the hot read.
 
-
 use super::params::{ceil_second, floor_second};
 use super::{
     LogFilter, LogPage, LogQuery, LogRecord, Order, QueryError, QueryService, TimeRange, bad,
