@@ -111,21 +111,7 @@ pub async fn run(sizes: &Sizes, log_dir: &std::path::Path) -> anyhow::Result<Fig
     // it is built before its first insertMany of max_batch_logs logs, so once that slice is
     // written the batch has been decoded, built and serialized: the peak is behind us.
     let target = env.settings.ingest.max_batch_logs.min(prefetch * 1_000) as f64;
-    let mut held_max = 0.0f64;
-    let deadline = tokio::time::Instant::now() + common::STUCK_AFTER;
-    loop {
-        if let Some(h) = w.metric("logfleet_ingest_prefetch_in_use").await {
-            held_max = held_max.max(h);
-        }
-        if w.metric("logfleet_ingest_logs_inserted_total").await >= Some(target) {
-            break;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "stuck waiting for the ingest-worker"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let Watched { held_max, .. } = watch_until_inserted(&w, target).await?;
     let peak = w.peak_rss()?;
     progress("memory: ingest-worker peak read; stopping it");
     w.terminate().await?;
@@ -178,25 +164,10 @@ async fn failover(fig: &mut Figure, log_dir: &std::path::Path, idle: u64) -> any
     let bin = release_bin("ingest-worker");
     let w = WorkerProc::spawn(&env, &bin, &[], &log_dir.join("ingest-worker-failover.log"))?;
     let total = (episodes.len() * per_episode) as f64;
-    let mut owned_max = 0.0f64;
-    let mut held_max = 0.0f64;
-    let deadline = tokio::time::Instant::now() + common::STUCK_AFTER;
-    loop {
-        if let Some(o) = w.metric("logfleet_ingest_partitions_owned").await {
-            owned_max = owned_max.max(o);
-        }
-        if let Some(h) = w.metric("logfleet_ingest_prefetch_in_use").await {
-            held_max = held_max.max(h);
-        }
-        if w.metric("logfleet_ingest_logs_inserted_total").await >= Some(total) {
-            break;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "stuck waiting for the 8 partitions to drain"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let Watched {
+        held_max,
+        owned_max,
+    } = watch_until_inserted(&w, total).await?;
     // VmHWM: the most the process ever held, whenever during the drain that was.
     let peak = w.peak_rss()?;
     w.terminate().await?;
@@ -250,4 +221,37 @@ async fn one_episode_per_partition(env: &logfleet_testkit::TestEnv) -> anyhow::R
     }
     logfleet::amqp::close_channel(&ch, "probes read").await;
     Ok(picked)
+}
+
+/// The most an ingest-worker showed on `/metrics` while it worked.
+struct Watched {
+    /// Deliveries held unacked at once (`prefetch_in_use`).
+    held_max: f64,
+    /// Partitions owned at once.
+    owned_max: f64,
+}
+
+/// Polls the worker's `/metrics` every 10 ms until it has inserted `target` logs.
+async fn watch_until_inserted(w: &WorkerProc, target: f64) -> anyhow::Result<Watched> {
+    let mut seen = Watched {
+        held_max: 0.0,
+        owned_max: 0.0,
+    };
+    let deadline = tokio::time::Instant::now() + common::STUCK_AFTER;
+    loop {
+        if let Some(h) = w.metric("logfleet_ingest_prefetch_in_use").await {
+            seen.held_max = seen.held_max.max(h);
+        }
+        if let Some(o) = w.metric("logfleet_ingest_partitions_owned").await {
+            seen.owned_max = seen.owned_max.max(o);
+        }
+        if w.metric("logfleet_ingest_logs_inserted_total").await >= Some(target) {
+            return Ok(seen);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "stuck waiting for the ingest-worker to insert {target} logs"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
