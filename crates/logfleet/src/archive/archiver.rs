@@ -61,8 +61,18 @@ pub struct ChunkArchiver<S: ObjectStore> {
     pub metrics: Arc<ArchiveMetrics>,
 }
 
+/// What [`ChunkArchiver::under_lock`] found.
+pub(super) enum Locked<T> {
+    /// No such episode.
+    Unknown,
+    /// A run of this process or another worker holds the episode's lock.
+    Busy,
+    /// The work ran under the lock and gave this.
+    Ran(T),
+}
+
 /// Removes an episode from [`ChunkArchiver::running`] when its run ends, however it ends.
-pub(super) struct RunningGuard<'a> {
+struct RunningGuard<'a> {
     /// The set the episode is removed from.
     pub(super) set: &'a std::sync::Mutex<std::collections::HashSet<EpisodeId>>,
     /// The episode.
@@ -118,19 +128,14 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         ep: &EpisodeId,
         kind: ArchiveKind,
     ) -> Result<ArchiveOutcome, ArchiveError> {
-        if !self
-            .running
-            .lock()
-            .expect("not poisoned")
-            .insert(ep.clone())
-        {
-            return Ok(ArchiveOutcome::Busy);
-        }
-        let _guard = RunningGuard {
-            set: &self.running,
-            episode: ep.clone(),
-        };
-        let result = self.archive_unguarded(ep, kind).await;
+        let result = self
+            .under_lock(ep, "archive", |meta| self.archive_locked(meta, kind))
+            .await
+            .map(|locked| match locked {
+                Locked::Unknown => ArchiveOutcome::Unknown,
+                Locked::Busy => ArchiveOutcome::Busy,
+                Locked::Ran(outcome) => outcome,
+            });
         let outcome = match &result {
             Ok(ArchiveOutcome::Done { .. }) => "done",
             Ok(ArchiveOutcome::Busy) => "busy",
@@ -143,33 +148,54 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         result
     }
 
-    async fn archive_unguarded(
+    /// Runs `work` on the episode's LogMetadata under its archive lock: the one skeleton of
+    /// every run that moves or removes an episode's data (archive runs, retention expiries).
+    /// One run per episode in this process; the lease taken, over an expired one too (counted,
+    /// and logged with `purpose`); kept alive in the background for as long as `work` runs,
+    /// which stops at once if a renewal finds the lease lost (this process stalled past it and
+    /// another worker took over); released after, except after an injected crash (a crashed
+    /// process releases nothing).
+    pub(super) async fn under_lock<T, F, Fut>(
         &self,
         ep: &EpisodeId,
-        kind: ArchiveKind,
-    ) -> Result<ArchiveOutcome, ArchiveError> {
+        purpose: &'static str,
+        work: F,
+    ) -> Result<Locked<T>, ArchiveError>
+    where
+        F: FnOnce(LogMetadata) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ArchiveError>>,
+    {
+        if !self
+            .running
+            .lock()
+            .expect("not poisoned")
+            .insert(ep.clone())
+        {
+            return Ok(Locked::Busy);
+        }
+        let _guard = RunningGuard {
+            set: &self.running,
+            episode: ep.clone(),
+        };
         let lease = Duration::from_secs(self.settings.lease_secs);
         let meta = match self
             .store
             .acquire_archive_lease(ep, &self.owner, lease)
             .await?
         {
-            LeaseGrant::Unknown => return Ok(ArchiveOutcome::Unknown),
-            LeaseGrant::Busy => return Ok(ArchiveOutcome::Busy),
+            LeaseGrant::Unknown => return Ok(Locked::Unknown),
+            LeaseGrant::Busy => return Ok(Locked::Busy),
             LeaseGrant::Granted {
                 metadata,
                 took_over_from,
             } => {
                 if let Some(previous_owner) = took_over_from {
                     self.metrics.lock_takeovers.inc();
-                    tracing::warn!(episode = %ep, previous_owner, "took over an expired archive lock");
+                    tracing::warn!(episode = %ep, previous_owner, purpose, "took over an expired archive lock");
                 }
                 *metadata
             }
         };
-        // The lease is renewed in the background for as long as the run works, however long a
-        // chunk takes to build and upload; if a renewal finds it lost (this process stalled
-        // past it and another worker took over), the run stops at once.
         let keeper = LeaseKeeper::start(
             self.store.clone(),
             ep.clone(),
@@ -178,17 +204,16 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             self.faults.clone(),
         );
         let result = tokio::select! {
-            r = self.archive_locked(meta, kind) => r,
+            r = work(meta) => r,
             _ = keeper.lost.cancelled() => Err(ArchiveError::LeaseLost(ep.clone())),
         };
         drop(keeper);
-        if matches!(result, Err(ArchiveError::Injected(_))) {
-            return result;
-        }
-        if let Err(e) = self.store.release_archive_lease(ep, &self.owner).await {
+        if !matches!(result, Err(ArchiveError::Injected(_)))
+            && let Err(e) = self.store.release_archive_lease(ep, &self.owner).await
+        {
             tracing::warn!(episode = %ep, error = %e, "releasing the archive lock failed; it expires with its lease");
         }
-        result
+        result.map(Locked::Ran)
     }
 
     /// Applies `change` to the LogMetadata by compare-and-set, provided this worker still holds
@@ -503,7 +528,7 @@ impl<S: ObjectStore> ChunkArchiver<S> {
 
 /// Renews a run's lease every third of its length, in the background, until dropped; cancels
 /// `lost` when a renewal finds another owner.
-pub(super) struct LeaseKeeper {
+struct LeaseKeeper {
     /// Cancelled when the lease is lost.
     pub(super) lost: CancellationToken,
     /// The renewal task, aborted on drop.

@@ -48,14 +48,14 @@ use bson::DateTime;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::archiver::{LeaseKeeper, RunningGuard};
+use super::archiver::Locked;
 use super::{ArchiveError, ChunkArchiver};
 use crate::config::RetentionSettings;
 use crate::domain::EpisodeId;
 use crate::faults::FaultPoint;
 use crate::model::{Expiring, LogMetadata};
 use crate::mongo::Decision;
-use crate::mongo::lease::{LeaseGrant, holds_lease, lease_until};
+use crate::mongo::lease::{holds_lease, lease_until};
 use crate::object_store::ObjectStore;
 
 /// `Expiring.kind` of a whole-episode expiry.
@@ -411,19 +411,14 @@ impl<S: ObjectStore> ChunkArchiver<S> {
         ep: &EpisodeId,
         now: DateTime,
     ) -> Result<ExpiryOutcome, ArchiveError> {
-        if !self
-            .running
-            .lock()
-            .expect("not poisoned")
-            .insert(ep.clone())
-        {
-            return Ok(ExpiryOutcome::Busy);
-        }
-        let _guard = RunningGuard {
-            set: &self.running,
-            episode: ep.clone(),
-        };
-        let result = self.expire_unguarded(ep, now).await;
+        let result = self
+            .under_lock(ep, "retention", |meta| self.expire_locked(meta, now))
+            .await
+            .map(|locked| match locked {
+                Locked::Unknown => ExpiryOutcome::Unknown,
+                Locked::Busy => ExpiryOutcome::Busy,
+                Locked::Ran(outcome) => outcome,
+            });
         let outcome = match &result {
             Ok(ExpiryOutcome::Expired(_)) => "done",
             Ok(ExpiryOutcome::Busy) => "busy",
@@ -436,52 +431,6 @@ impl<S: ObjectStore> ChunkArchiver<S> {
             .runs
             .with_label_values(&[outcome])
             .inc();
-        result
-    }
-
-    async fn expire_unguarded(
-        &self,
-        ep: &EpisodeId,
-        now: DateTime,
-    ) -> Result<ExpiryOutcome, ArchiveError> {
-        let lease = Duration::from_secs(self.settings.lease_secs);
-        let meta = match self
-            .store
-            .acquire_archive_lease(ep, &self.owner, lease)
-            .await?
-        {
-            LeaseGrant::Unknown => return Ok(ExpiryOutcome::Unknown),
-            LeaseGrant::Busy => return Ok(ExpiryOutcome::Busy),
-            LeaseGrant::Granted {
-                metadata,
-                took_over_from,
-            } => {
-                if let Some(previous_owner) = took_over_from {
-                    self.metrics.lock_takeovers.inc();
-                    tracing::warn!(episode = %ep, previous_owner, "took over an expired archive lock for retention");
-                }
-                *metadata
-            }
-        };
-        let keeper = LeaseKeeper::start(
-            self.store.clone(),
-            ep.clone(),
-            self.owner.clone(),
-            lease,
-            self.faults.clone(),
-        );
-        let lost: CancellationToken = keeper.lost.clone();
-        let result = tokio::select! {
-            r = self.expire_locked(meta, now) => r,
-            _ = lost.cancelled() => Err(ArchiveError::LeaseLost(ep.clone())),
-        };
-        drop(keeper);
-        if matches!(result, Err(ArchiveError::Injected(_))) {
-            return result;
-        }
-        if let Err(e) = self.store.release_archive_lease(ep, &self.owner).await {
-            tracing::warn!(episode = %ep, error = %e, "releasing the archive lock failed; it expires with its lease");
-        }
         result
     }
 
