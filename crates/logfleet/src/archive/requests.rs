@@ -32,7 +32,30 @@ pub(super) async fn consume_events<S: ObjectStore + 'static>(
 ) -> Result<(), ArchiveError> {
     topology.declare(conn).await?;
     let publisher = ConfirmedPublisher::open(conn).await?;
-    let channel = conn.create_channel().await?;
+    let result = match conn.create_channel().await {
+        Ok(channel) => {
+            let r = consume_on(archiver, settings, topology, &publisher, &channel, cancel).await;
+            crate::amqp::close_channel(&channel, "consumer done").await;
+            r
+        }
+        Err(e) => Err(e.into()),
+    };
+    // Every channel closed before the connection is (see `amqp::close_channel`), whatever
+    // ended the session.
+    crate::amqp::close_channel(publisher.channel(), "session done").await;
+    result
+}
+
+/// Consumes archive requests on `channel` until `cancel` fires or the session fails, running
+/// up to `archive.concurrency` of them at once.
+async fn consume_on<S: ObjectStore + 'static>(
+    archiver: &Arc<ChunkArchiver<S>>,
+    settings: &Settings,
+    topology: &Topology,
+    publisher: &ConfirmedPublisher,
+    channel: &lapin::Channel,
+    cancel: &CancellationToken,
+) -> Result<(), ArchiveError> {
     let concurrency = settings.archive.concurrency;
     channel
         .basic_qos(
@@ -99,8 +122,6 @@ pub(super) async fn consume_events<S: ObjectStore + 'static>(
             injected.get_or_insert(e);
         }
     }
-    crate::amqp::close_channel(&channel, "consumer done").await;
-    crate::amqp::close_channel(publisher.channel(), "session done").await;
     injected.map_or(result, Err)
 }
 

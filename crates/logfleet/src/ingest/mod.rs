@@ -200,6 +200,21 @@ async fn session(
 ) -> Result<(), IngestError> {
     worker.topology.declare(conn).await?;
     let publisher = ConfirmedPublisher::open(conn).await?;
+    let result = consume_partitions(worker, conn, &publisher, cancel).await;
+    // Every channel closed before the connection is (see `amqp::close_channel`), whatever
+    // ended the session.
+    crate::amqp::close_channel(publisher.channel(), "session done").await;
+    result
+}
+
+/// Consumes every partition this worker may own (and keeps its fair share, when on) until
+/// `cancel` fires or a partition task fails.
+async fn consume_partitions(
+    worker: &Arc<Worker>,
+    conn: &Arc<Connection>,
+    publisher: &ConfirmedPublisher,
+    cancel: &CancellationToken,
+) -> Result<(), IngestError> {
     let stop = cancel.child_token();
     let mut tasks = JoinSet::new();
     let queues = &worker.topology.partition_queues;
@@ -245,8 +260,6 @@ async fn session(
             first_error.get_or_insert(e);
         }
     }
-    // Every channel closed before the connection is (see `amqp::close_channel`).
-    crate::amqp::close_channel(publisher.channel(), "session done").await;
     first_error.map_or(Ok(()), Err)
 }
 
