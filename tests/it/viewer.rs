@@ -303,13 +303,7 @@ return {
     );
 
     // --- Search by prefix, then the keyboard: Tab to the rows, arrows between them. ---------
-    b.client
-        .find(Locator::Id("prefix"))
-        .await
-        .unwrap()
-        .send_keys("run-")
-        .await
-        .unwrap();
+    b.type_into("prefix", "run-").await;
     let searched = b
         .run(
             r#"
@@ -338,20 +332,8 @@ return { ids: $$('#episodes tbody tr').map((r) => r.dataset.episode), hash: loca
     let tab = "\u{e004}";
     let down = "\u{e015}";
     let enter = "\u{e007}";
-    b.client
-        .active_element()
-        .await
-        .unwrap()
-        .send_keys(tab)
-        .await
-        .unwrap();
-    b.client
-        .active_element()
-        .await
-        .unwrap()
-        .send_keys(tab)
-        .await
-        .unwrap();
+    b.type_keys(tab).await;
+    b.type_keys(tab).await;
     let focus = r#"
 const a = document.activeElement;
 const st = getComputedStyle(a);
@@ -363,23 +345,11 @@ return { id: a.id, text: a.textContent, cls: a.className, outline: `${st.outline
         f["outline"], "solid 2px rgb(29, 78, 216)",
         "focus is visible"
     );
-    b.client
-        .active_element()
-        .await
-        .unwrap()
-        .send_keys(down)
-        .await
-        .unwrap();
+    b.type_keys(down).await;
     let f = b.run(focus, json!({})).await;
     assert_eq!(f["text"], MAIN, "ArrowDown moves to the next row: {f}");
     // Enter opens it: the first page, 1,000 lines, rendered and timed.
-    b.client
-        .active_element()
-        .await
-        .unwrap()
-        .send_keys(enter)
-        .await
-        .unwrap();
+    b.type_keys(enter).await;
     let opened = b
         .run(
             r#"
@@ -494,20 +464,8 @@ return {
         .click()
         .await
         .unwrap();
-    b.client
-        .find(Locator::Id("f-contains"))
-        .await
-        .unwrap()
-        .send_keys("1")
-        .await
-        .unwrap();
-    b.client
-        .find(Locator::Id("f-apply"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.type_into("f-contains", "1").await;
+    b.click("f-apply").await;
     b.run(
         "await waitFor(() => location.hash.includes('level=error'), 'the filter in the URL'); await idle();",
         json!({}),
@@ -545,26 +503,14 @@ return {
         json!({}),
     )
     .await;
-    b.client
-        .find(Locator::Id("f-contains"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    b.click("f-contains").await;
     let (from, to) = (iso(BASE_MS + 1_990), iso(BASE_MS + 2_020));
     for (typed, next) in [
         ("", "f-from"),
         (from.as_str(), "f-to"),
         (to.as_str(), "f-apply"),
     ] {
-        b.client
-            .active_element()
-            .await
-            .unwrap()
-            .send_keys(&format!("{typed}{tab}"))
-            .await
-            .unwrap();
+        b.type_keys(&format!("{typed}{tab}")).await;
         let f = b.run(focus, json!({})).await;
         assert_eq!(f["id"], next, "Tab order through the filters: {f}");
         assert_eq!(
@@ -572,13 +518,7 @@ return {
             "focus is visible on {next}"
         );
     }
-    b.client
-        .active_element()
-        .await
-        .unwrap()
-        .send_keys(enter)
-        .await
-        .unwrap();
+    b.type_keys(enter).await;
     b.run(
         "await waitFor(() => location.hash.includes('from='), 'the time range in the URL'); await idle(); $('#go-start').click(); await idle();",
         json!({}),
@@ -602,13 +542,8 @@ return {
         json!({}),
     )
     .await;
-    b.client
-        .find(Locator::Id("goto"))
-        .await
-        .unwrap()
-        .send_keys(&format!("{}{enter}", iso(BASE_MS + 1_234)))
-        .await
-        .unwrap();
+    b.type_into("goto", &format!("{}{enter}", iso(BASE_MS + 1_234)))
+        .await;
     let at_time = b
         .run(
             "await waitFor(() => $('#logs .row.sel'), 'a line selected'); await idle(); return [Number($('#logs .row.sel').dataset.seq), location.hash];",
@@ -621,25 +556,13 @@ return {
         "a jump to a time"
     );
     b.run("$('#goto').value = '';", json!({})).await;
-    b.client
-        .find(Locator::Id("goto"))
-        .await
-        .unwrap()
-        .send_keys(&format!("1500{enter}"))
-        .await
-        .unwrap();
+    b.type_into("goto", &format!("1500{enter}")).await;
     b.run(
         "await waitFor(() => $('#logs .row.sel') && $('#logs .row.sel').dataset.seq === '1500', 'line 1500 selected'); await idle();",
         json!({}),
     )
     .await;
-    b.client
-        .active_element()
-        .await
-        .unwrap()
-        .send_keys(&format!("{down}{down}{down}{enter}"))
-        .await
-        .unwrap();
+    b.type_keys(&format!("{down}{down}{down}{enter}")).await;
     let selected = b
         .run(
             r#"
@@ -949,13 +872,7 @@ return { seq: Number(row.dataset.seq), tier: row.dataset.tier, rows: rows() };
         )
         .await;
     assert!(refused.as_str().unwrap().contains("That token was refused"));
-    b.client
-        .find(Locator::Id("auth-token"))
-        .await
-        .unwrap()
-        .send_keys(&format!("{TOKEN}{enter}"))
-        .await
-        .unwrap();
+    b.type_into("auth-token", &format!("{TOKEN}{enter}")).await;
     let signed = b
         .run(
             r#"

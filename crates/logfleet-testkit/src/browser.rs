@@ -246,6 +246,42 @@ const rows = () => $$('#logs .row').sort((a, b) => a.offsetTop - b.offsetTop)
         out["ok"].clone()
     }
 
+    /// Clicks the element with id `id`, as a user would (WebDriver, not a script).
+    pub async fn click(&self, id: &str) {
+        self.element(id)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click #{id}: {e}"));
+    }
+
+    /// Types `keys` into the element with id `id` (WebDriver key events).
+    pub async fn type_into(&self, id: &str, keys: &str) {
+        self.element(id)
+            .await
+            .send_keys(keys)
+            .await
+            .unwrap_or_else(|e| panic!("type into #{id}: {e}"));
+    }
+
+    /// Types `keys` into whatever has the focus (WebDriver key events).
+    pub async fn type_keys(&self, keys: &str) {
+        self.client
+            .active_element()
+            .await
+            .expect("a focused element")
+            .send_keys(keys)
+            .await
+            .unwrap_or_else(|e| panic!("type {keys:?}: {e}"));
+    }
+
+    async fn element(&self, id: &str) -> fantoccini::elements::Element {
+        self.client
+            .find(fantoccini::Locator::Id(id))
+            .await
+            .unwrap_or_else(|e| panic!("no #{id}: {e}"))
+    }
+
     /// A PNG of the window.
     pub async fn screenshot(&self) -> Vec<u8> {
         self.client.screenshot().await.expect("screenshot")
