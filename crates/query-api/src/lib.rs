@@ -40,7 +40,8 @@ use axum::routing::get;
 use logfleet::config::Settings;
 use logfleet::domain::EpisodeId;
 use logfleet::query::{
-    EpisodeListQuery, EpisodeSort, ExportFormat, QueryError, QueryService, parse_episode_prefix,
+    EpisodeListQuery, EpisodeSort, ExportFormat, LogQuery, QueryError, QueryService,
+    parse_episode_prefix,
 };
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -280,12 +281,25 @@ fn episode_id(raw: &str) -> Result<EpisodeId, Response> {
     EpisodeId::parse(raw).map_err(|e| error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))
 }
 
+/// The `limit` parameter as a page size (the default when absent, 400 outside 1..=max): one
+/// rule for every paged route.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once
+fn page_limit(st: &AppState, p: &Params) -> Result<usize, Response> {
+    st.svc
+        .page_size(p.usize("limit").map_err(query_error)?)
+        .map_err(query_error)
+}
+
+/// Refuses an unknown episode, or logs the retention policy removed, with a status before a
+/// stream (follow, export) starts: once its body has started, the status can no longer say so.
+async fn ensure_streamable(svc: &QueryService, query: &LogQuery) -> Result<(), Response> {
+    svc.stats(&query.episode).await.map_err(query_error)?;
+    svc.ensure_not_expired(query).await.map_err(query_error)
+}
+
 async fn episodes(State(st): State<Arc<AppState>>, Query(q): Query<Vec<(String, String)>>) -> Res {
     let p = Params::new(q, &["cursor", "limit", "prefix", "sort"]).map_err(query_error)?;
-    let limit = st
-        .svc
-        .page_size(p.usize("limit").map_err(query_error)?)
-        .map_err(query_error)?;
+    let limit = page_limit(&st, &p)?;
     let query = EpisodeListQuery {
         prefix: p
             .one("prefix")
@@ -325,10 +339,7 @@ async fn chunks(
         .i64("cursor")
         .map_err(query_error)?
         .map(|c| i32::try_from(c).unwrap_or(i32::MAX));
-    let limit = st
-        .svc
-        .page_size(p.usize("limit").map_err(query_error)?)
-        .map_err(query_error)?;
+    let limit = page_limit(&st, &p)?;
     let page = st
         .svc
         .chunks(&ep, cursor, limit)
@@ -352,10 +363,7 @@ async fn logs(
         ],
     )
     .map_err(query_error)?;
-    let limit = st
-        .svc
-        .page_size(p.usize("limit").map_err(query_error)?)
-        .map_err(query_error)?;
+    let limit = page_limit(&st, &p)?;
     let query = p.log_query(ep, limit).map_err(query_error)?;
     let follow = p.bool("follow").map_err(query_error)?.unwrap_or(false);
     if !follow {
@@ -374,12 +382,7 @@ async fn logs(
             st.svc.settings().max_page_size
         ))));
     }
-    // Refuse an unknown episode with a status, before the stream starts.
-    st.svc.stats(&query.episode).await.map_err(query_error)?;
-    st.svc
-        .ensure_not_expired(&query)
-        .await
-        .map_err(query_error)?;
+    ensure_streamable(&st.svc, &query).await?;
     let (tx, rx) = mpsc::channel::<Vec<logfleet::query::LogRecord>>(4);
     let svc = st.svc.clone();
     let cancel = st.shutdown.clone();
@@ -431,11 +434,7 @@ async fn export(
     let query = p
         .log_query(ep.clone(), logfleet::query::EXPORT_PAGE)
         .map_err(query_error)?;
-    st.svc.stats(&ep).await.map_err(query_error)?;
-    st.svc
-        .ensure_not_expired(&query)
-        .await
-        .map_err(query_error)?;
+    ensure_streamable(&st.svc, &query).await?;
     let (tx, rx) = mpsc::channel(4);
     let svc = st.svc.clone();
     // Not ended by shutdown itself: an export in flight then has `query.drain_secs` to finish.

@@ -40,9 +40,22 @@ impl MongoStore {
         ids: &IdRange,
         limit: usize,
     ) -> Result<Vec<LogMetadata>, MongoError> {
-        self.timed("list episodes", async {
+        self.episodes_by_id("list episodes", ids.filter(), limit)
+            .await
+    }
+
+    /// The LogMetadata matching `filter`, by id, at most `limit`: the one read behind every
+    /// page of episodes by id (the episode list's, its episodes without logs, `logctl`'s).
+    /// `what` names the read in a timeout's error.
+    pub(super) async fn episodes_by_id(
+        &self,
+        what: &'static str,
+        filter: Document,
+        limit: usize,
+    ) -> Result<Vec<LogMetadata>, MongoError> {
+        self.timed(what, async {
             self.metadata
-                .find(ids.filter())
+                .find(filter)
                 .sort(doc! {"episodeId": 1})
                 .limit(limit as i64)
                 .await?
@@ -84,16 +97,8 @@ impl MongoStore {
     ) -> Result<Vec<LogMetadata>, MongoError> {
         let mut filter = ids.filter();
         filter.insert("lastLogAt", bson::Bson::Null);
-        let mut found: Vec<LogMetadata> = self
-            .timed("list episodes without logs", async {
-                self.metadata
-                    .find(filter)
-                    .sort(doc! {"episodeId": 1})
-                    .limit(limit as i64)
-                    .await?
-                    .try_collect()
-                    .await
-            })
+        let mut found = self
+            .episodes_by_id("list episodes without logs", filter, limit)
             .await?;
         found.retain(|m| m.last_log_at.is_none());
         Ok(found)

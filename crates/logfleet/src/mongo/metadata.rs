@@ -231,16 +231,8 @@ impl MongoStore {
             Some(c) => doc! {"episodeId": {"$gte": c.as_str()}},
             None => doc! {},
         };
-        self.timed("read a page of LogMetadata", async {
-            self.metadata
-                .find(filter)
-                .sort(doc! {"episodeId": 1})
-                .limit(limit as i64)
-                .await?
-                .try_collect()
-                .await
-        })
-        .await
+        self.episodes_by_id("read a page of LogMetadata", filter, limit)
+            .await
     }
 
     /// The episodes flagged for the archive sweep (`sweepDue`: over their threshold, locked,

@@ -13,13 +13,10 @@
 //! widened to whole seconds; the exact order and bounds are applied here, so a page never loses
 //! or repeats an episode whose `lastLogAt` shares a second with the cursor's.
 
-use std::collections::BTreeMap;
-
 use bson::DateTime;
 
 use super::{EpisodePage, EpisodeSummary, QueryError, QueryService, bad};
-use crate::chunk::rfc3339_ms;
-use crate::domain::{EpisodeId, LogLevel};
+use crate::domain::EpisodeId;
 use crate::model::LogMetadata;
 use crate::mongo::IdRange;
 use crate::object_store::ObjectStore;
@@ -113,32 +110,6 @@ fn prefix_range(prefix: &str) -> (String, String) {
     )
 }
 
-/// `levelCounts` as a map, in level order, only the levels seen.
-pub(crate) fn level_counts(m: &LogMetadata) -> BTreeMap<String, i64> {
-    LogLevel::ALL
-        .into_iter()
-        .filter(|l| {
-            m.level_counts
-                .as_ref()
-                .is_some_and(|d| d.contains_key(l.as_str()))
-        })
-        .map(|l| (l.as_str().to_owned(), m.level_count(l)))
-        .collect()
-}
-
-fn summary(m: &LogMetadata) -> EpisodeSummary {
-    EpisodeSummary {
-        episode_id: m.episode_id.to_string(),
-        total_logs: m.total_logs,
-        current_logs: m.current_logs,
-        archived_logs: m.archived_logs,
-        total_chunks: m.total_chunks,
-        first_log_at: m.first_log_at.map(rfc3339_ms),
-        last_log_at: m.last_log_at.map(rfc3339_ms),
-        level_counts: level_counts(m),
-    }
-}
-
 /// The exact latest-log order: later `lastLogAt` first, then ascending id.
 fn last_log_key(m: &LogMetadata) -> (std::cmp::Reverse<i64>, String) {
     (
@@ -177,7 +148,7 @@ impl<S: ObjectStore> QueryService<S> {
                     .then(|| metas.pop().map(|m| m.episode_id.to_string()))
                     .flatten();
                 Ok(EpisodePage {
-                    episodes: metas.iter().map(summary).collect(),
+                    episodes: metas.iter().map(EpisodeSummary::from).collect(),
                     next_cursor,
                 })
             }
@@ -259,7 +230,7 @@ impl<S: ObjectStore> QueryService<S> {
             })
             .map(|c| c.encode());
         Ok(EpisodePage {
-            episodes: found.iter().map(summary).collect(),
+            episodes: found.iter().map(EpisodeSummary::from).collect(),
             next_cursor,
         })
     }

@@ -49,7 +49,7 @@ use std::time::Instant;
 
 use bson::oid::ObjectId;
 
-use crate::chunk::{ChunkError, rfc3339_ms};
+use crate::chunk::ChunkError;
 use crate::config::{QuerySettings, Settings};
 use crate::domain::{DomainError, EpisodeId};
 use crate::faults::{Faults, InjectedFault};
@@ -242,19 +242,7 @@ impl<S: ObjectStore> QueryService<S> {
             None
         };
         Ok(EpisodePage {
-            episodes: metas
-                .iter()
-                .map(|m| EpisodeSummary {
-                    episode_id: m.episode_id.to_string(),
-                    total_logs: m.total_logs,
-                    current_logs: m.current_logs,
-                    archived_logs: m.archived_logs,
-                    total_chunks: m.total_chunks,
-                    first_log_at: m.first_log_at.map(rfc3339_ms),
-                    last_log_at: m.last_log_at.map(rfc3339_ms),
-                    level_counts: episodes::level_counts(m),
-                })
-                .collect(),
+            episodes: metas.iter().map(EpisodeSummary::from).collect(),
             next_cursor,
         })
     }

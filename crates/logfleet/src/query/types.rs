@@ -23,6 +23,20 @@ pub struct LogPage {
     pub next_cursor: Option<i64>,
 }
 
+/// `levelCounts` as a map, in level order, only the levels seen: one rule for the statistics
+/// and the episode list, so both show an episode's levels alike.
+fn level_counts(m: &LogMetadata) -> BTreeMap<String, i64> {
+    LogLevel::ALL
+        .into_iter()
+        .filter(|l| {
+            m.level_counts
+                .as_ref()
+                .is_some_and(|d| d.contains_key(l.as_str()))
+        })
+        .map(|l| (l.as_str().to_owned(), m.level_count(l)))
+        .collect()
+}
+
 /// An episode's statistics, from its LogMetadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -90,15 +104,7 @@ impl From<&LogMetadata> for EpisodeStats {
             last_log_at: m.last_log_at.map(rfc3339_ms),
             current_mongo_bytes: m.current_mongo_bytes,
             archived_s3_bytes: m.archived_s3_bytes,
-            level_counts: LogLevel::ALL
-                .into_iter()
-                .filter(|l| {
-                    m.level_counts
-                        .as_ref()
-                        .is_some_and(|d| d.contains_key(l.as_str()))
-                })
-                .map(|l| (l.as_str().to_owned(), m.level_count(l)))
-                .collect(),
+            level_counts: level_counts(m),
             archive_threshold: m.archive_threshold,
             chunk_size: m.chunk_size,
             is_archiving: m.is_archiving,
@@ -189,6 +195,23 @@ pub struct EpisodeSummary {
     /// Logs per level (only the levels seen).
     #[serde(default)]
     pub level_counts: BTreeMap<String, i64>,
+}
+
+/// The same summary whichever read lists the episode: the episode list and
+/// [`QueryService::episodes`](super::QueryService::episodes) (`logctl`'s page by id).
+impl From<&LogMetadata> for EpisodeSummary {
+    fn from(m: &LogMetadata) -> Self {
+        Self {
+            episode_id: m.episode_id.to_string(),
+            total_logs: m.total_logs,
+            current_logs: m.current_logs,
+            archived_logs: m.archived_logs,
+            total_chunks: m.total_chunks,
+            first_log_at: m.first_log_at.map(rfc3339_ms),
+            last_log_at: m.last_log_at.map(rfc3339_ms),
+            level_counts: level_counts(m),
+        }
+    }
 }
 
 /// A page of the episode list.
