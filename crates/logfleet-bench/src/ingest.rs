@@ -35,7 +35,7 @@ pub async fn run(sizes: &Sizes) -> anyhow::Result<Figure> {
     let rounds = sizes.ingest_rounds;
     let mut fig = Figure::new("1. Ingest efficiency (RabbitMQ -> ingest-worker -> MongoDB)");
     fig.line(format!(
-        "load per case: {} logs over {} episodes in {rounds} rounds of {}; amqp.partitions 8, other settings default (prefetch 500, max_batch_logs 20000, batch_linger_ms 5, w majority + journal)",
+        "load per case: {} logs over {} episodes in {rounds} rounds of {}; amqp.partitions 8, other settings default (prefetch 500, max_batch_logs 20000, batch_linger_ms 20, batch_max_wait_ms 500, w majority + journal)",
         thousands(sizes.ingest_logs as u64),
         sizes.ingest_episodes,
         thousands((sizes.ingest_logs / rounds) as u64)

@@ -99,7 +99,7 @@ impl Sizes {
             archive_chunk: 50_000,
             mem_prefetch: 500,
             scaling_logs_per_episode: 5_000,
-            writes_logs_per_episode: 20,
+            writes_logs_per_episode: 100,
             cpu_single_logs: 32_000,
             cpu_batch_logs: 192_000,
             sweep_episodes: 100_000,

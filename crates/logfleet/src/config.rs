@@ -141,8 +141,11 @@ pub struct IngestSettings {
     /// A batch of deliveries stops growing once their bodies reach this many bytes, which
     /// bounds the memory of decoding one batch (the prefetch buffer is bounded by `prefetch`).
     pub max_batch_bytes: usize,
-    /// Milliseconds to wait for more deliveries before writing a batch that is not full.
+    /// Milliseconds without a new delivery after which a batch that is not full is written.
     pub batch_linger_ms: u64,
+    /// Most milliseconds a batch waits for deliveries after its first one, however steadily
+    /// they come: what a backlog adds to a log's latency at most.
+    pub batch_max_wait_ms: u64,
     /// Seconds a message id is remembered after its logs are archived: a retry or replay of the
     /// message within it is recognized and not ingested again (while its logs are hot, it is
     /// recognized anyway).

@@ -364,6 +364,7 @@ async fn own_partition(
     metrics.partitions_owned.inc();
     let _owned = scopeguard(move || metrics.partitions_owned.dec());
     let linger = Duration::from_millis(worker.settings.ingest.batch_linger_ms);
+    let max_wait = Duration::from_millis(worker.settings.ingest.batch_max_wait_ms);
     // Each partition holds its own episodes, so its LogMetadata cache needs no lock.
     let mut cache: HashMap<EpisodeId, LogMetadata> = HashMap::new();
     loop {
@@ -380,9 +381,13 @@ async fn own_partition(
         };
         let mut batch = vec![next_delivery(first, queue)?];
         let mut bytes = batch[0].data.len();
-        let deadline = tokio::time::Instant::now() + linger;
+        // The batch grows while deliveries keep coming (a backlog streams in faster than one
+        // every `linger`), up to a full prefetch or `max_wait` after its first delivery: a
+        // backlog makes full batches, and with them fewer LogMetadata counts per log.
+        let latest = tokio::time::Instant::now() + max_wait;
         while batch.len() < usize::from(prefetch) && bytes < worker.settings.ingest.max_batch_bytes
         {
+            let deadline = (tokio::time::Instant::now() + linger).min(latest);
             match tokio::time::timeout_at(deadline, consumer.next()).await {
                 Ok(d) => {
                     let d = next_delivery(d, queue)?;
