@@ -14,28 +14,17 @@ use std::collections::BTreeMap;
 
 use lapin::options::BasicGetOptions;
 use logfleet_testkit::{
-    MongoOutage, SentLog, TestEnv, batch_body, broker_drops_connections, free_listener, http_get,
-    make_logs, run_shell,
+    MongoOutage, TestEnv, batch_body, broker_drops_connections, free_listener, http_get, make_logs,
+    run_shell,
 };
 
 /// Held by each test while it disturbs the broker or MongoDB: one at a time.
 static SERVERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn publish_all(env: &TestEnv, ep: &str, logs: &[SentLog], tag: &str) {
-    for (i, part) in logs.chunks(20).enumerate() {
-        env.publish(ep, &batch_body(ep, part), Some(&format!("{tag}-{i}")))
-            .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_reconnect_after_the_broker_drops_them_and_after_a_mongodb_restart() {
     let _turn = SERVERS.lock().await;
-    let env = TestEnv::new("reconnect", |s| {
-        s.ingest.archive_threshold = 100;
-        s.ingest.chunk_size = 100;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("reconnect", 100, |_| {}).await;
     let ep = "reconnect";
     let (il, iaddr) = free_listener();
     let (al, aaddr) = free_listener();
@@ -50,7 +39,7 @@ async fn workers_reconnect_after_the_broker_drops_them_and_after_a_mongodb_resta
         ..Default::default()
     });
     let first = make_logs("before", 500, 1_764_400_000_000);
-    publish_all(&env, ep, &first, "before").await;
+    env.publish_in_batches(ep, &first, 20, "before").await;
     env.wait_for_episode(ep, 500, 5).await;
 
     // The broker drops both workers' connections.
@@ -60,7 +49,7 @@ async fn workers_reconnect_after_the_broker_drops_them_and_after_a_mongodb_resta
         "both workers were connected"
     );
     let second = make_logs("after-drop", 500, 1_764_500_000_000);
-    publish_all(&env, ep, &second, "after-drop").await;
+    env.publish_in_batches(ep, &second, 20, "after-drop").await;
     env.wait_for_episode(ep, 1_000, 10).await;
     assert_eq!(
         broker_drops_connections("rc-"),
@@ -82,12 +71,12 @@ async fn workers_reconnect_after_the_broker_drops_them_and_after_a_mongodb_resta
             }
             let third = make_logs("around-restart", 600, 1_764_600_000_000);
             let (before, after) = third.split_at(300);
-            publish_all(&env, ep, before, "restart-a").await;
+            env.publish_in_batches(ep, before, 20, "restart-a").await;
             let outage = tokio::task::spawn_blocking(move || MongoOutage::begin(&stop, &start))
                 .await
                 .unwrap();
             // RabbitMQ still takes messages while MongoDB is down; the workers hold them.
-            publish_all(&env, ep, after, "restart-b").await;
+            env.publish_in_batches(ep, after, 20, "restart-b").await;
             for addr in [iaddr, aaddr] {
                 let (status, body) = http_get(addr, "/readyz").await;
                 assert_eq!(status, 503, "not ready while MongoDB is down: {body}");

@@ -5,33 +5,34 @@
 
 use std::sync::Arc;
 
-use logfleet::archive::{ArchiveError, ArchiveKind, ArchiveOptions, ArchiveOutcome, ChunkArchiver};
+use logfleet::archive::{ArchiveError, ArchiveKind, ArchiveOptions, ArchiveOutcome};
 use logfleet::domain::EpisodeId;
 use logfleet::faults::{CrashAt, FaultPoint, Faults, InjectedFault};
 use logfleet::metrics::ArchiveMetrics;
 use logfleet::object_store::ObjectStore;
 use logfleet_testkit::TestEnv;
 
-async fn stopped_after(step: FaultPoint, name: &str) {
-    let env = TestEnv::new(name, |s| {
-        s.ingest.archive_threshold = 100;
-        s.ingest.chunk_size = 100;
-        s.archive.lease_secs = 2;
-    })
-    .await;
-    let ep = "recover";
-    let logs = env.ingest_with_worker(ep, 250).await;
-
-    let x = env.spawn_archive(ArchiveOptions {
-        instance: Some("archiver-x".into()),
+/// Runs an archive-worker named `instance` until the crash injected at `step` (the first time
+/// it gets there) stops it.
+async fn run_archive_worker_until_crash(env: &TestEnv, instance: &str, step: FaultPoint) {
+    let w = env.spawn_archive(ArchiveOptions {
+        instance: Some(instance.into()),
         faults: Faults::new(CrashAt::new(step, 1)),
         ..Default::default()
     });
-    let stopped = x.join.await.unwrap();
+    let stopped = w.join.await.unwrap();
     assert!(
         matches!(stopped, Err(ArchiveError::Injected(InjectedFault(s))) if s == step),
-        "{stopped:?}"
+        "{instance}: {stopped:?}"
     );
+}
+
+async fn stopped_after(step: FaultPoint, name: &str) {
+    let env = TestEnv::with_chunks_of(name, 100, |s| s.archive.lease_secs = 2).await;
+    let ep = "recover";
+    let logs = env.ingest_with_worker(ep, 250).await;
+
+    run_archive_worker_until_crash(&env, "archiver-x", step).await;
 
     // The state at the boundary is what the step left, with the lock still held.
     let m = env.metadata(ep).await.unwrap();
@@ -116,12 +117,7 @@ async fn archive_stopped_after_metadata_is_completed_by_another_worker() {
 /// again and it stayed locked: the long crash suite found it.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lock_left_under_the_threshold_is_released_by_the_sweep() {
-    let env = TestEnv::new("left-lock", |s| {
-        s.ingest.archive_threshold = 100;
-        s.ingest.chunk_size = 100;
-        s.archive.lease_secs = 2;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("left-lock", 100, |s| s.archive.lease_secs = 2).await;
     let ep = "left-lock";
     let logs = env.ingest_with_worker(ep, 150).await;
     // X commits the chunk and stops before its follow-up steps; Y takes the expired lock over,
@@ -130,16 +126,7 @@ async fn a_lock_left_under_the_threshold_is_released_by_the_sweep() {
         ("archiver-x", FaultPoint::ArchiveAfterLogChunk),
         ("archiver-y", FaultPoint::ArchiveBeforeCleanup),
     ] {
-        let w = env.spawn_archive(ArchiveOptions {
-            instance: Some(name.into()),
-            faults: Faults::new(CrashAt::new(step, 1)),
-            ..Default::default()
-        });
-        let stopped = w.join.await.unwrap();
-        assert!(
-            matches!(stopped, Err(ArchiveError::Injected(InjectedFault(s))) if s == step),
-            "{name}: {stopped:?}"
-        );
+        run_archive_worker_until_crash(&env, name, step).await;
     }
     let m = env.metadata(ep).await.unwrap();
     assert_eq!(m.archive_lease.as_ref().unwrap().owner, "archiver-y");
@@ -171,12 +158,7 @@ async fn a_lock_left_under_the_threshold_is_released_by_the_sweep() {
 /// finds it all the same (`sweepDue`) and finishes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leftovers_of_a_commit_under_the_threshold_are_swept() {
-    let env = TestEnv::new("leftovers", |s| {
-        s.ingest.archive_threshold = 100;
-        s.ingest.chunk_size = 100;
-        s.archive.lease_secs = 1;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("leftovers", 100, |s| s.archive.lease_secs = 1).await;
     let ep = "leftover";
     let logs = env.ingest_with_worker(ep, 100).await;
     let x = env.spawn_archive(ArchiveOptions {
@@ -225,27 +207,12 @@ async fn leftovers_of_a_commit_under_the_threshold_are_swept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_archivers_racing_on_one_episode_archive_each_chunk_once() {
-    let env = TestEnv::new("lock-race", |s| {
-        s.ingest.archive_threshold = 100;
-        s.ingest.chunk_size = 100;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("lock-race", 100, |_| {}).await;
     let ep = "contended";
     let logs = env.ingest_with_worker(ep, 1_000).await;
     let episode = EpisodeId::parse(ep).unwrap();
     // Two archivers in this process, racing directly on the lock, round after round.
-    let a = ChunkArchiver::new(
-        env.store.clone(),
-        env.objects.clone(),
-        &env.settings,
-        "racer-a".into(),
-    );
-    let b = ChunkArchiver::new(
-        env.store.clone(),
-        env.objects.clone(),
-        &env.settings,
-        "racer-b".into(),
-    );
+    let (a, b) = (env.archiver("racer-a"), env.archiver("racer-b"));
     let mut chunks = 0;
     for _ in 0..20 {
         let (ra, rb) = tokio::join!(
@@ -273,11 +240,7 @@ async fn two_archivers_racing_on_one_episode_archive_each_chunk_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_archive_workers_and_live_ingest_archive_each_chunk_once() {
-    let env = TestEnv::new("two-workers", |s| {
-        s.ingest.archive_threshold = 100;
-        s.ingest.chunk_size = 100;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("two-workers", 100, |_| {}).await;
     let ep = "shared";
     let (sa, sb) = (
         Arc::new(ArchiveMetrics::default()),

@@ -60,10 +60,8 @@ async fn bad_messages_are_dead_lettered_with_a_reason_and_good_ones_flow() {
         "every bad message is published"
     );
     env.wait_for_episode("dlq-ep", 300, 0).await;
-    env.wait_for("all bad messages dead-lettered", || async {
-        env.queue_depth(&env.topology.dead_letter_queue).await as usize == bad.len()
-    })
-    .await;
+    env.wait_for_dead_letters("all bad messages dead-lettered", bad.len())
+        .await;
     let dead = env.drain_dead_letters().await;
     assert_eq!(dead.len(), bad.len());
     for (id, rk, body, _, words) in &bad {

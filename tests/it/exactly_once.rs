@@ -16,11 +16,9 @@ const EPISODES: [&str; 4] = ["eo-0", "eo-1", "eo-2", "eo-3"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_workers_duplicates_and_crashes_give_exactly_once_in_order() {
-    let env = TestEnv::new("exactly-once", |s| {
+    let env = TestEnv::with_chunks_of("exactly-once", 1_000_000, |s| {
         s.ingest.prefetch = 40;
         s.ingest.batch_linger_ms = 2;
-        s.ingest.archive_threshold = 1_000_000;
-        s.ingest.chunk_size = 1_000_000;
     })
     .await;
     let metrics = Arc::new(IngestMetrics::default());

@@ -13,12 +13,10 @@ const EPISODES: usize = 16;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn added_workers_take_their_share_and_departed_ones_are_covered() {
-    let env = TestEnv::new("fair-share", |s| {
+    let env = TestEnv::with_chunks_of("fair-share", 1_000_000, |s| {
         s.amqp.partitions = 8;
         s.ingest.standby_poll_ms = 100;
         s.ingest.prefetch = 20;
-        s.ingest.archive_threshold = 1_000_000;
-        s.ingest.chunk_size = 1_000_000;
     })
     .await;
     let spawn = |name: &str| {

@@ -68,10 +68,8 @@ async fn a_worker_dead_letters_the_whole_corpus_and_keeps_ingesting() {
         .await;
     }
     env.wait_for_episode("hostile", 500, 0).await;
-    env.wait_for("the whole corpus dead-lettered", || async {
-        env.queue_depth(&env.topology.dead_letter_queue).await as usize == cases.len()
-    })
-    .await;
+    env.wait_for_dead_letters("the whole corpus dead-lettered", cases.len())
+        .await;
     let dead = env.drain_dead_letters().await;
     assert_eq!(dead.len(), cases.len());
     for c in &cases {

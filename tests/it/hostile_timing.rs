@@ -10,23 +10,16 @@ use std::sync::Arc;
 use bson::{DateTime, doc};
 use logfleet::amqp::REASON_HEADER;
 use logfleet::archive::ArchiveOptions;
-use logfleet::archive::{ArchiveError, ArchiveKind, ArchiveOutcome, ChunkArchiver};
+use logfleet::archive::{ArchiveError, ArchiveKind, ArchiveOutcome};
 use logfleet::domain::EpisodeId;
 use logfleet::faults::{CrashAt, FaultAction, FaultPoint, Faults, Freeze, InjectedFault, PauseAt};
 use logfleet::ingest::{IngestError, IngestOptions};
 use logfleet::metrics::{ArchiveMetrics, IngestMetrics};
 use logfleet::mongo::{Decision, MongoError};
 use logfleet::object_store::ObjectStore;
-use logfleet_testkit::{TestEnv, batch_body, broker_drops_connections, make_logs};
-
-fn archiver(env: &TestEnv, owner: &str) -> ChunkArchiver<logfleet::object_store::S3ObjectStore> {
-    ChunkArchiver::new(
-        env.store.clone(),
-        env.objects.clone(),
-        &env.settings,
-        owner.into(),
-    )
-}
+use logfleet_testkit::{
+    TestEnv, batch_body, broker_drops_connections, make_logs, spawn_archive_run,
+};
 
 /// Every object under the episode's prefix with its bytes.
 async fn objects_of(env: &TestEnv, ep: &str) -> Vec<(String, Vec<u8>)> {
@@ -38,26 +31,36 @@ async fn objects_of(env: &TestEnv, ep: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Waits until the lease on `ep` has run out: its holder is frozen, renewing nothing.
+async fn wait_for_the_frozen_lease_to_run_out(env: &TestEnv, ep: &str) {
+    env.wait_for(
+        &format!("the lease on {ep} ran out while its holder was frozen"),
+        || async {
+            env.metadata(ep)
+                .await
+                .unwrap()
+                .archive_lease
+                .is_some_and(|l| l.expires_at < DateTime::now())
+        },
+    )
+    .await;
+}
+
 /// Item 1: archiver A freezes (SIGSTOP-like: its lease renewals stop too) at `point`; its
 /// lease runs out, B takes over and commits. When A wakes, nothing it does changes what B
 /// committed: no object replaced, no record replaced, no log lost or doubled.
 async fn frozen_archiver_wakes_after_a_takeover(point: FaultPoint, name: &str) {
-    let env = TestEnv::new(name, |s| {
-        s.ingest.archive_threshold = 100;
-        s.ingest.chunk_size = 100;
-        s.archive.lease_secs = 1;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of(name, 100, |s| s.archive.lease_secs = 1).await;
     let ep = "frozen";
     let logs = env.ingest_with_worker(ep, 250).await;
     let episode = EpisodeId::parse(ep).unwrap();
 
     let freeze = Freeze::new(point, 1);
-    let a = Arc::new(archiver(&env, "archiver-a").with_faults(Faults::new(freeze.clone())));
-    let a_run = tokio::spawn({
-        let (a, episode) = (a.clone(), episode.clone());
-        async move { a.archive_episode(&episode, ArchiveKind::Threshold).await }
-    });
+    let a = Arc::new(
+        env.archiver("archiver-a")
+            .with_faults(Faults::new(freeze.clone())),
+    );
+    let a_run = spawn_archive_run(&a, &episode);
     freeze.frozen().await;
     let a_uploads = env.objects.list(&format!("logs/{ep}/")).await.unwrap();
     assert_eq!(
@@ -65,16 +68,9 @@ async fn frozen_archiver_wakes_after_a_takeover(point: FaultPoint, name: &str) {
         1,
         "A uploaded its first chunk before freezing"
     );
-    env.wait_for("archiver-a's lease ran out while it was frozen", || async {
-        env.metadata(ep)
-            .await
-            .unwrap()
-            .archive_lease
-            .is_some_and(|l| l.expires_at < DateTime::now())
-    })
-    .await;
+    wait_for_the_frozen_lease_to_run_out(&env, ep).await;
 
-    let b = archiver(&env, "archiver-b");
+    let b = env.archiver("archiver-b");
     let outcome = b
         .archive_episode(&episode, ArchiveKind::Threshold)
         .await
@@ -83,29 +79,23 @@ async fn frozen_archiver_wakes_after_a_takeover(point: FaultPoint, name: &str) {
     match point {
         // A's upload was never committed: B removes it and archives both chunks.
         FaultPoint::ArchiveAfterUpload => {
-            assert!(
-                matches!(
-                    outcome,
-                    ArchiveOutcome::Done {
-                        chunks: 2,
-                        logs: 200
-                    }
-                ),
-                "{outcome:?}"
+            assert_eq!(
+                outcome,
+                ArchiveOutcome::Done {
+                    chunks: 2,
+                    logs: 200
+                }
             );
             assert_eq!(b.metrics.orphans_removed.get(), 1);
         }
         // A committed chunk 0: B finishes that commit and archives chunk 1.
         FaultPoint::ArchiveAfterMetadata => {
-            assert!(
-                matches!(
-                    outcome,
-                    ArchiveOutcome::Done {
-                        chunks: 1,
-                        logs: 100
-                    }
-                ),
-                "{outcome:?}"
+            assert_eq!(
+                outcome,
+                ArchiveOutcome::Done {
+                    chunks: 1,
+                    logs: 100
+                }
             );
             assert_eq!(b.metrics.orphans_removed.get(), 0);
         }
@@ -168,36 +158,24 @@ async fn an_archiver_frozen_after_its_commit_cannot_touch_its_successors_chunks(
 /// that exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_archiver_waking_in_its_cleanup_keeps_a_live_upload() {
-    let env = TestEnv::new("freeze-cleanup", |s| {
-        s.ingest.archive_threshold = 100;
-        s.ingest.chunk_size = 100;
-        s.archive.lease_secs = 1;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("freeze-cleanup", 100, |s| s.archive.lease_secs = 1).await;
     let ep = "cleanup";
     let logs = env.ingest_with_worker(ep, 150).await;
     let episode = EpisodeId::parse(ep).unwrap();
     let freeze = Freeze::new(FaultPoint::ArchiveBeforeCleanup, 1);
-    let a = Arc::new(archiver(&env, "archiver-a").with_faults(Faults::new(freeze.clone())));
-    let a_run = tokio::spawn({
-        let (a, episode) = (a.clone(), episode.clone());
-        async move { a.archive_episode(&episode, ArchiveKind::Threshold).await }
-    });
+    let a = Arc::new(
+        env.archiver("archiver-a")
+            .with_faults(Faults::new(freeze.clone())),
+    );
+    let a_run = spawn_archive_run(&a, &episode);
     freeze.frozen().await;
-    env.wait_for("archiver-a's lease ran out while it was frozen", || async {
-        env.metadata(ep)
-            .await
-            .unwrap()
-            .archive_lease
-            .is_some_and(|l| l.expires_at < DateTime::now())
-    })
-    .await;
+    wait_for_the_frozen_lease_to_run_out(&env, ep).await;
     let held = PauseAt::new(FaultPoint::ArchiveAfterUpload, 1, FaultAction::Continue);
-    let b = Arc::new(archiver(&env, "archiver-b").with_faults(Faults::new(held.clone())));
-    let b_run = tokio::spawn({
-        let (b, episode) = (b.clone(), episode.clone());
-        async move { b.archive_episode(&episode, ArchiveKind::Threshold).await }
-    });
+    let b = Arc::new(
+        env.archiver("archiver-b")
+            .with_faults(Faults::new(held.clone())),
+    );
+    let b_run = spawn_archive_run(&b, &episode);
     held.reached().await;
     let b_upload = env.objects.list(&format!("logs/{ep}/")).await.unwrap();
     assert_eq!(b_upload.len(), 1);
@@ -211,15 +189,12 @@ async fn a_frozen_archiver_waking_in_its_cleanup_keeps_a_live_upload() {
 
     held.release();
     let done = b_run.await.unwrap().unwrap();
-    assert!(
-        matches!(
-            done,
-            ArchiveOutcome::Done {
-                chunks: 1,
-                logs: 100
-            }
-        ),
-        "{done:?}"
+    assert_eq!(
+        done,
+        ArchiveOutcome::Done {
+            chunks: 1,
+            logs: 100
+        }
     );
     let snap = env.snapshot(ep).await;
     snap.assert_exact(&logs);
@@ -232,21 +207,16 @@ async fn a_frozen_archiver_waking_in_its_cleanup_keeps_a_live_upload() {
 /// renewed in the background while the chunk is built, and nobody takes it over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_chunk_keeps_its_lease_alive() {
-    let env = TestEnv::new("slow-chunk", |s| {
-        s.ingest.archive_threshold = 100;
-        s.ingest.chunk_size = 100;
-        s.archive.lease_secs = 1;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("slow-chunk", 100, |s| s.archive.lease_secs = 1).await;
     let ep = "slow";
     let logs = env.ingest_with_worker(ep, 250).await;
     let episode = EpisodeId::parse(ep).unwrap();
     let pause = PauseAt::new(FaultPoint::ArchiveAfterBuild, 1, FaultAction::Continue);
-    let a = Arc::new(archiver(&env, "archiver-a").with_faults(Faults::new(pause.clone())));
-    let a_run = tokio::spawn({
-        let (a, episode) = (a.clone(), episode.clone());
-        async move { a.archive_episode(&episode, ArchiveKind::Threshold).await }
-    });
+    let a = Arc::new(
+        env.archiver("archiver-a")
+            .with_faults(Faults::new(pause.clone())),
+    );
+    let a_run = spawn_archive_run(&a, &episode);
     pause.reached().await;
     let first = env
         .metadata(ep)
@@ -264,7 +234,7 @@ async fn a_slow_chunk_keeps_its_lease_alive() {
     })
     .await;
     // Three lease lengths later, the lock is still A's.
-    let b = archiver(&env, "archiver-b");
+    let b = env.archiver("archiver-b");
     let tried = b
         .archive_episode(&episode, ArchiveKind::Threshold)
         .await
@@ -272,15 +242,12 @@ async fn a_slow_chunk_keeps_its_lease_alive() {
     assert!(matches!(tried, ArchiveOutcome::Busy), "{tried:?}");
     pause.release();
     let done = a_run.await.unwrap().unwrap();
-    assert!(
-        matches!(
-            done,
-            ArchiveOutcome::Done {
-                chunks: 2,
-                logs: 200
-            }
-        ),
-        "{done:?}"
+    assert_eq!(
+        done,
+        ArchiveOutcome::Done {
+            chunks: 2,
+            logs: 200
+        }
     );
     assert_eq!(
         a.metrics.lock_takeovers.get() + b.metrics.lock_takeovers.get(),
@@ -512,10 +479,8 @@ async fn a_document_the_store_refuses_is_dead_lettered_and_the_rest_renumbered()
         ..Default::default()
     });
     env.wait_for_episode(ep, 10, 0).await;
-    env.wait_for("the refused message is dead-lettered", || async {
-        env.queue_depth(&env.topology.dead_letter_queue).await == 1
-    })
-    .await;
+    env.wait_for_dead_letters("the refused message is dead-lettered", 1)
+        .await;
     let dead = env.drain_dead_letters().await;
     let reason = &dead[0].0[REASON_HEADER];
     assert!(
@@ -566,10 +531,8 @@ async fn a_reused_message_id_with_other_content_is_dead_lettered() {
     env.publish(ep, &batch_body(ep, &next), Some("reuse-1"))
         .await;
     env.wait_for_episode(ep, 9, 0).await;
-    env.wait_for("both reuses dead-lettered", || async {
-        env.queue_depth(&env.topology.dead_letter_queue).await == 2
-    })
-    .await;
+    env.wait_for_dead_letters("both reuses dead-lettered", 2)
+        .await;
     let dead = env.drain_dead_letters().await;
     let reasons: Vec<&str> = dead
         .iter()
@@ -605,28 +568,21 @@ async fn a_reused_message_id_with_other_content_is_dead_lettered() {
 /// time (`ingest.dedup_horizon_secs`), not by count; LogMetadata stays small.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replay_after_archiving_is_not_ingested_again() {
-    let env = TestEnv::new("replay", |s| {
-        s.ingest.archive_threshold = 100;
-        s.ingest.chunk_size = 100;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("replay", 100, |_| {}).await;
     let ep = "replay";
     let logs = env.ingest_with_worker(ep, 250).await;
     let episode = EpisodeId::parse(ep).unwrap();
-    let a = archiver(&env, "archiver-a");
+    let a = env.archiver("archiver-a");
     let done = a
         .archive_episode(&episode, ArchiveKind::Threshold)
         .await
         .unwrap();
-    assert!(
-        matches!(
-            done,
-            ArchiveOutcome::Done {
-                chunks: 2,
-                logs: 200
-            }
-        ),
-        "{done:?}"
+    assert_eq!(
+        done,
+        ArchiveOutcome::Done {
+            chunks: 2,
+            logs: 200
+        }
     );
     assert_eq!(env.store.count_entries_from(&episode, 0).await.unwrap(), 50);
 
@@ -635,10 +591,7 @@ async fn a_replay_after_archiving_is_not_ingested_again() {
         metrics: m.clone(),
         ..Default::default()
     });
-    for (i, part) in logs.chunks(25).enumerate() {
-        env.publish(ep, &batch_body(ep, part), Some(&format!("{ep}-{i}")))
-            .await;
-    }
+    env.publish_in_batches(ep, &logs, 25, ep).await;
     env.wait_for("every replayed message acked", || async {
         m.messages_acked.get() == 10
     })
@@ -676,12 +629,7 @@ async fn a_replay_after_archiving_is_not_ingested_again() {
 /// does not hold the others up; after three failures it is named in the stuck-episode metric.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_episode_does_not_stop_the_others_and_is_named() {
-    let env = TestEnv::new("isolated", |s| {
-        s.ingest.archive_threshold = 100;
-        s.ingest.chunk_size = 100;
-        s.archive.sweep_interval_secs = 1;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("isolated", 100, |s| s.archive.sweep_interval_secs = 1).await;
     let broken_logs = env.ingest_with_worker("a-broken", 150).await;
     let fine_1 = env.ingest_with_worker("b-fine", 150).await;
     let fine_2 = env.ingest_with_worker("c-fine", 150).await;
@@ -725,11 +673,7 @@ async fn a_failing_episode_does_not_stop_the_others_and_is_named() {
 /// Item 14: the sweep reads only the episodes flagged due, however many others exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sweep_reads_only_due_episodes() {
-    let env = TestEnv::new("due-only", |s| {
-        s.ingest.archive_threshold = 100;
-        s.ingest.chunk_size = 100;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("due-only", 100, |_| {}).await;
     for i in 0..300 {
         let ep = EpisodeId::parse(&format!("idle-{i:03}")).unwrap();
         env.store.metadata_or_create(&ep, 100, 100).await.unwrap();
@@ -747,7 +691,7 @@ async fn the_sweep_reads_only_due_episodes() {
         .collect();
     due.sort();
     assert_eq!(due, ["due-1", "due-2"]);
-    let a = archiver(&env, "archiver-a");
+    let a = env.archiver("archiver-a");
     let report = a.sweep().await.unwrap();
     assert_eq!((report.due, report.chunks, report.failed), (2, 2, 0));
     assert!(env.store.episodes_due().await.unwrap().is_empty());

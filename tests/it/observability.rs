@@ -11,11 +11,7 @@ use logfleet_testkit::{TestEnv, batch_body, free_listener, http_get, make_logs, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_count_what_the_workers_did() {
-    let env = TestEnv::new("metrics", |s| {
-        s.ingest.archive_threshold = 100;
-        s.ingest.chunk_size = 100;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("metrics", 100, |_| {}).await;
     let (il, iaddr) = free_listener();
     let (al, aaddr) = free_listener();
     let im = Arc::new(IngestMetrics::default());
@@ -35,10 +31,7 @@ async fn metrics_count_what_the_workers_did() {
     assert_eq!((status, body.trim()), (200, "ok"));
     let ep = "metrics";
     let logs = make_logs(ep, 250, 1_764_900_000_000);
-    for (i, part) in logs.chunks(25).enumerate() {
-        env.publish(ep, &batch_body(ep, part), Some(&format!("m-{i}")))
-            .await;
-    }
+    env.publish_in_batches(ep, &logs, 25, "m").await;
     // One message published twice, two invalid ones.
     env.publish(ep, &batch_body(ep, &logs[..25]), Some("m-0"))
         .await;
@@ -52,10 +45,8 @@ async fn metrics_count_what_the_workers_did() {
     )
     .await;
     env.wait_for_episode(ep, 250, 2).await;
-    env.wait_for("both invalid messages dead-lettered", || async {
-        env.queue_depth(&env.topology.dead_letter_queue).await == 2
-    })
-    .await;
+    env.wait_for_dead_letters("both invalid messages dead-lettered", 2)
+        .await;
     env.wait_for("all 13 messages acked", || async {
         im.messages_acked.get() == 13
     })

@@ -17,14 +17,16 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::api::Api;
 use futures::StreamExt;
-use logfleet::archive::{ArchiveKind, ArchiveOptions, ChunkArchiver};
+use logfleet::archive::{ArchiveKind, ArchiveOptions};
 use logfleet::config::Settings;
 use logfleet::domain::{EpisodeId, LogLevel};
 use logfleet::faults::{FaultAction, FaultPoint, Faults, HookFn};
 use logfleet::ingest::IngestOptions;
 use logfleet::object_store::ObjectStore;
 use logfleet::query::{LogFilter, LogQuery, Order, QueryService};
-use logfleet_testkit::{SentLog, StoredLog, TestEnv, batch_body, make_logs, metric_value};
+use logfleet_testkit::{
+    SentLog, StoredLog, TestEnv, batch_body, make_logs, metric_value, sequence_numbers,
+};
 use serde_json::Value;
 
 async fn get(c: &reqwest::Client, url: &str) -> (u16, Value) {
@@ -75,6 +77,25 @@ fn expected_json(_ep: &str, l: &StoredLog) -> (i64, String, String, i64, Option<
         l.log.timestamp_ms,
         l.log.metadata.clone(),
     )
+}
+
+/// A page of `episode`'s logs, unfiltered, from `cursor` on in `order`, `limit` logs at most.
+fn unfiltered_page(episode: &EpisodeId, order: Order, cursor: i64, limit: usize) -> LogQuery {
+    LogQuery {
+        episode: episode.clone(),
+        filter: LogFilter::default(),
+        order,
+        cursor: Some(cursor),
+        limit,
+    }
+}
+
+/// The records of an NDJSON body (an export), one a line.
+fn ndjson_records(body: &[u8]) -> Vec<Value> {
+    body.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
 }
 
 fn record_key(ep: &str, r: &Value) -> (i64, String, String, i64, Option<Value>) {
@@ -215,9 +236,7 @@ fn cases(base_ms: i64) -> Vec<Case> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_across_both_tiers() {
-    let env = TestEnv::new("query-read", |s| {
-        s.ingest.archive_threshold = 1_000;
-        s.ingest.chunk_size = 1_000;
+    let env = TestEnv::with_chunks_of("query-read", 1_000, |s| {
         // Small gzip members, so pages and filters cross member boundaries inside a chunk.
         s.archive.member_bytes = 16 << 10;
     })
@@ -228,10 +247,7 @@ async fn reads_across_both_tiers() {
     let logs = make_logs(ep, 2_500, base_ms);
     let ingest = env.spawn_ingest(IngestOptions::default());
     let archive = env.spawn_archive(ArchiveOptions::default());
-    for (i, part) in logs.chunks(250).enumerate() {
-        env.publish(ep, &batch_body(ep, part), Some(&format!("m-{i}")))
-            .await;
-    }
+    env.publish_in_batches(ep, &logs, 250, "m").await;
     let other_logs = make_logs(other, 30, base_ms);
     env.publish(other, &batch_body(other, &other_logs), Some("other-0"))
         .await;
@@ -264,15 +280,10 @@ async fn reads_across_both_tiers() {
     let total_members: usize = indexes.iter().map(Vec::len).sum();
     // A cold read of one log inflates one member: the cache then holds the object and that
     // member, nothing else.
+    let episode = EpisodeId::parse(ep).unwrap();
     let svc = QueryService::connect(&env.settings).await.unwrap();
     let one = svc
-        .read_page(&LogQuery {
-            episode: EpisodeId::parse(ep).unwrap(),
-            filter: LogFilter::default(),
-            order: Order::Asc,
-            cursor: Some(1_500),
-            limit: 1,
-        })
+        .read_page(&unfiltered_page(&episode, Order::Asc, 1_500, 1))
         .await
         .unwrap();
     assert_eq!(one.logs[0].sequence_number, 1_500);
@@ -281,13 +292,7 @@ async fn reads_across_both_tiers() {
     assert_eq!(cached.entries, 2, "object and one member: {cached:?}");
     // The last log of the same chunk lies in another member: one more entry, the object reused.
     let last = svc
-        .read_page(&LogQuery {
-            episode: EpisodeId::parse(ep).unwrap(),
-            filter: LogFilter::default(),
-            order: Order::Desc,
-            cursor: Some(1_999),
-            limit: 1,
-        })
+        .read_page(&unfiltered_page(&episode, Order::Desc, 1_999, 1))
         .await
         .unwrap();
     assert_eq!(last.logs[0].message, stored[1_999].log.message);
@@ -295,13 +300,7 @@ async fn reads_across_both_tiers() {
     // Eight readers missing the same page at once share one GetObject and one inflation of
     // each member the page needs.
     let fresh = Arc::new(QueryService::connect(&env.settings).await.unwrap());
-    let page_q = LogQuery {
-        episode: EpisodeId::parse(ep).unwrap(),
-        filter: LogFilter::default(),
-        order: Order::Asc,
-        cursor: Some(300),
-        limit: 200,
-    };
+    let page_q = unfiltered_page(&episode, Order::Asc, 300, 200);
     let readers: Vec<_> = (0..8)
         .map(|_| {
             let (svc, q) = (fresh.clone(), page_q.clone());
@@ -362,24 +361,13 @@ async fn reads_across_both_tiers() {
         if limit == 1 {
             // One log per page over a stretch that crosses a chunk boundary and the tiers.
             let got = walk(&c, &base, ep, "limit=1&seq=995..1005").await;
-            let seqs: Vec<i64> = got
-                .iter()
-                .map(|r| r["sequenceNumber"].as_i64().unwrap())
-                .collect();
-            assert_eq!(seqs, (995..1005).collect::<Vec<_>>());
+            assert_eq!(sequence_numbers(&got), (995..1005).collect::<Vec<_>>());
             let got = walk(&c, &base, ep, "limit=1&seq=1998..2003").await;
-            let seqs: Vec<i64> = got
-                .iter()
-                .map(|r| r["sequenceNumber"].as_i64().unwrap())
-                .collect();
-            assert_eq!(seqs, (1998..2003).collect::<Vec<_>>());
+            assert_eq!(sequence_numbers(&got), (1998..2003).collect::<Vec<_>>());
             continue;
         }
         let got = walk(&c, &base, ep, &format!("order={order}&limit={limit}")).await;
-        let seqs: Vec<i64> = got
-            .iter()
-            .map(|r| r["sequenceNumber"].as_i64().unwrap())
-            .collect();
+        let seqs = sequence_numbers(&got);
         let mut want: Vec<i64> = (0..2_500).collect();
         if order == "desc" {
             want.reverse();
@@ -393,34 +381,19 @@ async fn reads_across_both_tiers() {
     assert_eq!(page["logs"].as_array().unwrap().len(), 1_000);
     assert_eq!(page["nextCursor"], 1_000);
     assert_eq!(page["order"], "asc");
-    let (_, page) = get(
-        &c,
-        &format!("{base}/v1/episodes/{ep}/logs?order=desc&limit=3"),
-    )
-    .await;
+    let logs_url = |params: &str| format!("{base}/v1/episodes/{ep}/logs?{params}");
+    let (_, page) = get(&c, &logs_url("order=desc&limit=3")).await;
     assert_eq!(page["nextCursor"], 2_496);
-    let (_, page) = get(
-        &c,
-        &format!("{base}/v1/episodes/{ep}/logs?seq=2490..&limit=20"),
-    )
-    .await;
+    let (_, page) = get(&c, &logs_url("seq=2490..&limit=20")).await;
     assert_eq!(page["logs"].as_array().unwrap().len(), 10);
     assert!(
         page["nextCursor"].is_null(),
         "the last page says so: {page}"
     );
     // A full page cannot know it is the last: its cursor leads to an empty, final page.
-    let (_, page) = get(
-        &c,
-        &format!("{base}/v1/episodes/{ep}/logs?cursor=2490&limit=10"),
-    )
-    .await;
+    let (_, page) = get(&c, &logs_url("cursor=2490&limit=10")).await;
     assert_eq!(page["nextCursor"], 2_500);
-    let (_, page) = get(
-        &c,
-        &format!("{base}/v1/episodes/{ep}/logs?cursor=2500&limit=10"),
-    )
-    .await;
+    let (_, page) = get(&c, &logs_url("cursor=2500&limit=10")).await;
     assert_eq!(page["logs"].as_array().unwrap().len(), 0);
     assert!(page["nextCursor"].is_null());
 
@@ -434,10 +407,9 @@ async fn reads_across_both_tiers() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/x-ndjson");
     let ndjson = r.bytes().await.unwrap();
-    let got: Vec<_> = ndjson
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| record_key(ep, &serde_json::from_slice(l).unwrap()))
+    let got: Vec<_> = ndjson_records(&ndjson)
+        .iter()
+        .map(|r| record_key(ep, r))
         .collect();
     assert!(
         got == want_all,
@@ -469,10 +441,9 @@ async fn reads_across_both_tiers() {
         .await
         .unwrap();
     let body = r.bytes().await.unwrap();
-    let got: Vec<_> = body
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| record_key(ep, &serde_json::from_slice(l).unwrap()))
+    let got: Vec<_> = ndjson_records(&body)
+        .iter()
+        .map(|r| record_key(ep, r))
         .collect();
     let mut want: Vec<_> = stored
         .iter()
@@ -679,19 +650,12 @@ async fn reads_across_both_tiers() {
         }
         if lines.len() >= 5 && !published {
             published = true;
-            for (i, part) in more.chunks(60).enumerate() {
-                env.publish(ep, &batch_body(ep, part), Some(&format!("f-{i}")))
-                    .await;
-            }
+            env.publish_in_batches(ep, &more, 60, "f").await;
         }
     }
     drop(stream);
-    let seqs: Vec<i64> = lines
-        .iter()
-        .map(|r| r["sequenceNumber"].as_i64().unwrap())
-        .collect();
     assert_eq!(
-        seqs,
+        sequence_numbers(&lines),
         (2_495..2_800).collect::<Vec<_>>(),
         "backlog then new logs, in order"
     );
@@ -705,12 +669,8 @@ async fn reads_across_both_tiers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn auth_and_last_accessed() {
-    let env = TestEnv::new("query-auth", |s| {
-        s.ingest.archive_threshold = 200;
-        s.ingest.chunk_size = 200;
-        s.query.touch_interval_secs = 600;
-    })
-    .await;
+    let env =
+        TestEnv::with_chunks_of("query-auth", 200, |s| s.query.touch_interval_secs = 600).await;
     let ep = "q-auth";
     let logs = make_logs(ep, 450, 1_764_900_000_000);
     let ingest = env.spawn_ingest(IngestOptions::default());
@@ -766,13 +726,7 @@ async fn auth_and_last_accessed() {
         env.store.touch_chunk(&rec, long_ago).await.unwrap();
     }
     let svc = QueryService::connect(&env.settings).await.unwrap();
-    let q = LogQuery {
-        episode: episode.clone(),
-        filter: LogFilter::default(),
-        order: Order::Asc,
-        cursor: Some(250),
-        limit: 10,
-    };
+    let q = unfiltered_page(&episode, Order::Asc, 250, 10);
     let before = bson::DateTime::now().timestamp_millis();
     let page = svc.read_page(&q).await.unwrap();
     assert_eq!(page.logs.first().map(|l| l.sequence_number), Some(250));
@@ -808,32 +762,20 @@ async fn auth_and_last_accessed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_while_the_episode_is_archived() {
-    let env = TestEnv::new("query-race", |s| {
-        s.ingest.archive_threshold = 500;
-        s.ingest.chunk_size = 500;
-        s.archive.member_bytes = 16 << 10;
-    })
-    .await;
+    let env =
+        TestEnv::with_chunks_of("query-race", 500, |s| s.archive.member_bytes = 16 << 10).await;
     let ep = "q-race";
     let episode = EpisodeId::parse(ep).unwrap();
     let logs = make_logs(ep, 3_000, 1_765_000_000_000);
     let ingest = env.spawn_ingest(IngestOptions::default());
-    for (i, part) in logs.chunks(500).enumerate() {
-        env.publish(ep, &batch_body(ep, part), Some(&format!("r-{i}")))
-            .await;
-    }
+    env.publish_in_batches(ep, &logs, 500, "r").await;
     // No archive-worker yet: all 3,000 logs are hot, 6 chunks' worth over the threshold.
     env.wait_for_episode(ep, 3_000, 0).await;
     ingest.stop().await.unwrap();
 
     // 1. Deterministic race: the whole archive runs between a page's first LogMetadata read
     //    and its hot read, so the hot read finds the archived logs gone.
-    let archiver = Arc::new(ChunkArchiver::new(
-        env.store.clone(),
-        env.objects.clone(),
-        &env.settings,
-        "race-archiver".into(),
-    ));
+    let archiver = Arc::new(env.archiver("race-archiver"));
     let fired = Arc::new(AtomicBool::new(false));
     let hook = {
         let (archiver, fired, episode) = (archiver.clone(), fired.clone(), episode.clone());
@@ -854,13 +796,7 @@ async fn reads_while_the_episode_is_archived() {
         .await
         .unwrap()
         .with_faults(Faults::new(hook));
-    let q = LogQuery {
-        episode: episode.clone(),
-        filter: LogFilter::default(),
-        order: Order::Asc,
-        cursor: Some(700),
-        limit: 1_000,
-    };
+    let q = unfiltered_page(&episode, Order::Asc, 700, 1_000);
     let page = svc.read_page(&q).await.unwrap();
     assert!(
         fired.load(Ordering::SeqCst),
@@ -882,10 +818,7 @@ async fn reads_while_the_episode_is_archived() {
     let mut all = logs.clone();
     all.extend(more.iter().cloned());
     let ingest = env.spawn_ingest(IngestOptions::default());
-    for (i, part) in more.chunks(500).enumerate() {
-        env.publish(ep, &batch_body(ep, part), Some(&format!("s-{i}")))
-            .await;
-    }
+    env.publish_in_batches(ep, &more, 500, "s").await;
     env.wait_for_episode(ep, 6_000, 6).await;
     ingest.stop().await.unwrap();
     let svc = Arc::new(QueryService::connect(&env.settings).await.unwrap());
@@ -1032,10 +965,7 @@ async fn a_stop_ends_follows_cleanly_and_lets_exports_finish() {
     let n = logfleet::query::EXPORT_PAGE + 1_000;
     let logs = make_logs(ep, n, 1_764_800_000_000);
     let ingest = env.spawn_ingest(IngestOptions::default());
-    for (i, part) in logs.chunks(500).enumerate() {
-        env.publish(ep, &batch_body(ep, part), Some(&format!("s-{i}")))
-            .await;
-    }
+    env.publish_in_batches(ep, &logs, 500, "s").await;
     env.wait_for_episode(ep, n as i64, 0).await;
     ingest.stop().await.unwrap();
     let c = reqwest::Client::new();
@@ -1086,15 +1016,7 @@ async fn a_stop_ends_follows_cleanly_and_lets_exports_finish() {
     gated.open.send_replace(true);
     let (body, end) = read_to_end(export).await;
     assert_eq!(end, Ok(()), "the export ends cleanly");
-    let seqs: Vec<i64> = body
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            serde_json::from_slice::<Value>(l).unwrap()["sequenceNumber"]
-                .as_i64()
-                .unwrap()
-        })
-        .collect();
+    let seqs = sequence_numbers(&ndjson_records(&body));
     assert_eq!(seqs, (0..n as i64).collect::<Vec<_>>(), "the whole export");
     gated.api.stop().await;
 

@@ -20,7 +20,7 @@ use std::time::Instant;
 use bson::DateTime;
 use logfleet::archive::{
     ArchiveError, ArchiveKind, ArchiveOptions, ArchiveOutcome, ChunkArchiver, ExpiryOutcome,
-    KIND_CHUNKS, KIND_EPISODE,
+    KIND_CHUNKS, KIND_EPISODE, RetentionReport,
 };
 use logfleet::config::{RetentionSettings, Settings};
 use logfleet::domain::EpisodeId;
@@ -30,8 +30,9 @@ use logfleet::metrics::ArchiveMetrics;
 use logfleet::model::{LogEntry, LogMetadata, RetentionOverride};
 use logfleet::object_store::{ObjectStore, S3ObjectStore};
 use logfleet::query::{LogFilter, LogQuery, Order, QueryError, QueryService, SeqRange};
-use logfleet_testkit::{SentLog, TestEnv, batch_body, make_logs};
+use logfleet_testkit::{SentLog, TestEnv, make_logs, spawn_archive_run};
 use serde_json::Value;
+use tokio::task::JoinHandle;
 
 /// The logs' timestamps of an "old" episode (2025-11-25), as `make_logs` gives them.
 const OLD_MS: i64 = 1_764_100_000_000;
@@ -48,12 +49,7 @@ fn policy(episode_days: u64, chunk_secs: u64) -> RetentionSettings {
 }
 
 async fn env(name: &str) -> TestEnv {
-    TestEnv::new(name, |s| {
-        s.ingest.archive_threshold = 25;
-        s.ingest.chunk_size = 25;
-        s.archive.lease_secs = 2;
-    })
-    .await
+    TestEnv::with_chunks_of(name, 25, |s| s.archive.lease_secs = 2).await
 }
 
 fn archiver(
@@ -62,24 +58,57 @@ fn archiver(
     faults: Faults,
     p: RetentionSettings,
 ) -> ChunkArchiver<S3ObjectStore> {
-    ChunkArchiver::new(
-        env.store.clone(),
-        env.objects.clone(),
-        &env.settings,
-        owner.into(),
-    )
-    .with_faults(faults)
-    .with_retention(p)
+    env.archiver(owner).with_faults(faults).with_retention(p)
+}
+
+/// Starts `r`'s expiry of `episode` (due as of when it starts) in a task of its own, for a test
+/// that holds or freezes it at a fault point meanwhile.
+fn spawn_expiry(
+    r: &Arc<ChunkArchiver<S3ObjectStore>>,
+    episode: &EpisodeId,
+) -> JoinHandle<Result<ExpiryOutcome, ArchiveError>> {
+    let (r, episode) = (r.clone(), episode.clone());
+    tokio::spawn(async move { r.expire_episode(&episode, DateTime::now()).await })
+}
+
+/// Starts `owner`'s expiry of `episode` (episodes over 30 days old) in a task of its own and
+/// returns once it is held right after its mark: the archiver, the pause that holds it (release
+/// it to go on) and the task.
+async fn expiry_held_after_its_mark(
+    env: &TestEnv,
+    owner: &str,
+    episode: &EpisodeId,
+) -> (
+    Arc<ChunkArchiver<S3ObjectStore>>,
+    PauseAt,
+    JoinHandle<Result<ExpiryOutcome, ArchiveError>>,
+) {
+    let pause = PauseAt::new(FaultPoint::RetentionAfterMark, 1, FaultAction::Continue);
+    let r = Arc::new(archiver(
+        env,
+        owner,
+        Faults::new(pause.clone()),
+        policy(30, 0),
+    ));
+    let held = spawn_expiry(&r, episode);
+    pause.reached().await;
+    (r, pause, held)
+}
+
+/// The ids of the episodes a retention pass expired, in its order.
+fn expired_ids(report: &RetentionReport) -> Vec<&str> {
+    report
+        .expired
+        .iter()
+        .map(|p| p.episode_id.as_str())
+        .collect()
 }
 
 /// Publishes `logs` to `ep` in messages of 25 with ids `{tag}-{i}`, runs an ingest-worker
 /// until the episode counts `total` logs, and stops it.
 async fn ingest(env: &TestEnv, ep: &str, logs: &[SentLog], tag: &str, total: i64) {
     let w = env.spawn_ingest(IngestOptions::default());
-    for (i, part) in logs.chunks(25).enumerate() {
-        env.publish(ep, &batch_body(ep, part), Some(&format!("{tag}-{i}")))
-            .await;
-    }
+    env.publish_in_batches(ep, logs, 25, tag).await;
     env.wait_for(&format!("{ep}: {total} logs counted"), || async {
         env.metadata(ep)
             .await
@@ -468,22 +497,12 @@ async fn a_per_episode_override_replaces_the_global_limit() {
     // Global limit 3 years: only the episode with a 30-day override is due.
     let r = archiver(&env, "retention", Faults::default(), policy(3 * 365, 0));
     let report = r.retention_pass(DateTime::now(), |_, _| {}).await.unwrap();
-    let gone: Vec<&str> = report
-        .expired
-        .iter()
-        .map(|p| p.episode_id.as_str())
-        .collect();
-    assert_eq!(gone, ["short"]);
+    assert_eq!(expired_ids(&report), ["short"]);
     assert!(report.expired[0].reason.contains("30d"), "{report:?}");
     // Global limit 30 days: the plain episode goes too; the one set to never stays.
     let r = archiver(&env, "retention", Faults::default(), policy(30, 0));
     let report = r.retention_pass(DateTime::now(), |_, _| {}).await.unwrap();
-    let gone: Vec<&str> = report
-        .expired
-        .iter()
-        .map(|p| p.episode_id.as_str())
-        .collect();
-    assert_eq!(gone, ["plain"]);
+    assert_eq!(expired_ids(&report), ["plain"]);
     for ep in ["short", "plain", "forever"] {
         let m = assert_consistent(&env, ep).await;
         let want = if ep == "forever" { 0 } else { 30 };
@@ -658,10 +677,7 @@ async fn a_pass_frozen_past_its_lease_changes_nothing_when_it_wakes() {
         Faults::new(freeze.clone()),
         policy(30, 0),
     ));
-    let frozen = tokio::spawn({
-        let (a, episode) = (a.clone(), episode.clone());
-        async move { a.expire_episode(&episode, DateTime::now()).await }
-    });
+    let frozen = spawn_expiry(&a, &episode);
     freeze.frozen().await;
     // Worker B is turned away while A's lease lives, then takes it over and finishes.
     let b = archiver(&env, "worker-b", Faults::default(), policy(30, 0));
@@ -702,18 +718,7 @@ async fn an_expiry_racing_ingest_keeps_the_new_logs() {
     ingest(&env, ep, &make_logs(ep, 60, OLD_MS), "old", 60).await;
     let episode = EpisodeId::parse(ep).unwrap();
     // The expiry is marked (everything below 60), then held there.
-    let pause = PauseAt::new(FaultPoint::RetentionAfterMark, 1, FaultAction::Continue);
-    let r = Arc::new(archiver(
-        &env,
-        "retention",
-        Faults::new(pause.clone()),
-        policy(30, 0),
-    ));
-    let held = tokio::spawn({
-        let (r, episode) = (r.clone(), episode.clone());
-        async move { r.expire_episode(&episode, DateTime::now()).await }
-    });
-    pause.reached().await;
+    let (r, pause, held) = expiry_held_after_its_mark(&env, "retention", &episode).await;
     assert_eq!(env.metadata(ep).await.unwrap().expiring.unwrap().below, 60);
     // New logs of the same episode arrive meanwhile and are counted above the marker.
     let fresh = make_logs("fresh", 40, DateTime::now().timestamp_millis());
@@ -756,12 +761,7 @@ async fn an_expiry_racing_ingest_keeps_the_new_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_expiry_racing_archiving_is_decided_by_the_lease() {
-    let env = TestEnv::new("ret-archive", |s| {
-        s.ingest.archive_threshold = 25;
-        s.ingest.chunk_size = 25;
-        s.archive.lease_secs = 5;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("ret-archive", 25, |s| s.archive.lease_secs = 5).await;
     let ep = "contended";
     ingest(&env, ep, &make_logs(ep, 110, OLD_MS), "a", 110).await;
     let episode = EpisodeId::parse(ep).unwrap();
@@ -774,10 +774,7 @@ async fn an_expiry_racing_archiving_is_decided_by_the_lease() {
         Faults::new(pause.clone()),
         policy(0, 0),
     ));
-    let run = tokio::spawn({
-        let (x, episode) = (x.clone(), episode.clone());
-        async move { x.archive_episode(&episode, ArchiveKind::Threshold).await }
-    });
+    let run = spawn_archive_run(&x, &episode);
     pause.reached().await;
     let r = archiver(&env, "retention", Faults::default(), policy(30, 0));
     let before = env.metadata(ep).await.unwrap();
@@ -805,18 +802,7 @@ async fn an_expiry_racing_archiving_is_decided_by_the_lease() {
     let ep2 = "contended-2";
     ingest(&env, ep2, &make_logs(ep2, 60, OLD_MS), "b", 60).await;
     let episode2 = EpisodeId::parse(ep2).unwrap();
-    let pause = PauseAt::new(FaultPoint::RetentionAfterMark, 1, FaultAction::Continue);
-    let r2 = Arc::new(archiver(
-        &env,
-        "retention-2",
-        Faults::new(pause.clone()),
-        policy(30, 0),
-    ));
-    let held = tokio::spawn({
-        let (r2, episode2) = (r2.clone(), episode2.clone());
-        async move { r2.expire_episode(&episode2, DateTime::now()).await }
-    });
-    pause.reached().await;
+    let (_, pause, held) = expiry_held_after_its_mark(&env, "retention-2", &episode2).await;
     let y = archiver(&env, "archiver-y", Faults::default(), policy(0, 0));
     assert_eq!(
         y.archive_episode(&episode2, ArchiveKind::Threshold)

@@ -27,7 +27,9 @@ use logfleet::archive::ArchiveOptions;
 use logfleet::domain::{EpisodeId, LogLevel};
 use logfleet::ingest::IngestOptions;
 use logfleet_testkit::browser::{Browser, Locator, save_png};
-use logfleet_testkit::{SentLog, TestEnv, batch_body, make_logs, single_body};
+use logfleet_testkit::{
+    SentLog, TestEnv, batch_body, make_logs, sequence_numbers, single_body, thousands,
+};
 use serde_json::{Value, json};
 
 const MAIN: &str = "run-main";
@@ -55,24 +57,7 @@ async fn api_seqs(base: &str, params: &str) -> Vec<i64> {
     .await;
     assert_eq!(s, 200, "{page}");
     assert!(page["nextCursor"].is_null(), "one page holds them all");
-    page["logs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["sequenceNumber"].as_i64().unwrap())
-        .collect()
-}
-
-fn fmt_int(n: i64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    sequence_numbers(page["logs"].as_array().unwrap())
 }
 
 fn iso(ms: i64) -> String {
@@ -178,10 +163,7 @@ async fn place(
     let ingest = env.spawn_ingest(IngestOptions::default());
     let archive = env.spawn_archive(ArchiveOptions::default());
     let logs = make_logs(MAIN, 2_500, BASE_MS);
-    for (i, part) in logs.chunks(250).enumerate() {
-        env.publish(MAIN, &batch_body(MAIN, part), Some(&format!("main-{i}")))
-            .await;
-    }
+    env.publish_in_batches(MAIN, &logs, 250, "main").await;
     // Two more episodes, their last logs later than MAIN's, and an episode without logs.
     let b = make_logs("run-b", 40, BASE_MS + 3_600_000);
     env.publish("run-b", &batch_body("run-b", &b), Some("run-b-0"))
@@ -212,12 +194,7 @@ async fn viewer_in_a_real_browser() {
     let Some(b) = Browser::launch().await else {
         return;
     };
-    let env = TestEnv::new("viewer", |s| {
-        s.ingest.archive_threshold = 1_000;
-        s.ingest.chunk_size = 1_000;
-        s.archive.member_bytes = 16 << 10;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("viewer", 1_000, |s| s.archive.member_bytes = 16 << 10).await;
     let (logs, ingest) = place(&env).await;
     let api = Api::start(&env.settings).await;
     let base = api.base.clone();
@@ -263,14 +240,14 @@ return {
     assert_eq!(main_cells[1], fmt_time(BASE_MS + 2_499), "last log");
     assert_eq!(main_cells[2], "2.5 s", "time span");
     assert_eq!(main_cells[3], "2,500", "total");
-    assert_eq!(main_cells[4], fmt_int(meta.current_logs), "hot");
+    assert_eq!(main_cells[4], thousands(meta.current_logs), "hot");
     assert_eq!(main_cells[5], "2,000 (2 chunks)", "archived");
     let levels = main_cells[6].as_str().unwrap();
     for l in LogLevel::ALL {
         let want = format!(
             "{} {}",
             l.as_str().to_uppercase(),
-            fmt_int(meta.level_count(l))
+            thousands(meta.level_count(l))
         );
         assert!(levels.contains(&want), "levels {levels:?} lack {want:?}");
     }
@@ -385,7 +362,7 @@ return {
         "a page of 1,000 lines took {render} ms to render"
     );
     assert_eq!(opened["total"], "2,500");
-    assert_eq!(opened["hot"], fmt_int(meta.current_logs));
+    assert_eq!(opened["hot"], thousands(meta.current_logs));
     assert!(
         opened["archived"]
             .as_str()
@@ -410,8 +387,7 @@ return {
     // --- Scrolling: archived chunk 0 → chunk 1 → hot, then back; small pages and a window
     // of 750 so that pages are read (and dropped) both ways. ---------------------------------
     let tuned = format!("{base}/#/e/{MAIN}?pageSize=250&window=750");
-    b.goto("about:blank").await;
-    b.goto(&tuned).await;
+    b.open_afresh(&tuned).await;
     let down_run = b.run(SCROLL_THROUGH, json!({"down": true})).await;
     assert!(
         down_run["snaps"].as_array().unwrap().len() > 50,
@@ -450,8 +426,7 @@ return {
     );
 
     // --- A filter, set through the form, narrows to exactly the API's answer. ---------------
-    b.goto("about:blank").await;
-    b.goto(&tuned).await;
+    b.open_afresh(&tuned).await;
     b.run(
         "await waitFor(() => $$('#logs .row').length, 'rows'); await idle();",
         json!({}),
@@ -535,8 +510,7 @@ return {
     );
 
     // --- Keyboard selection, metadata, permalink; a jump to a time. ----------------------------
-    b.goto("about:blank").await;
-    b.goto(&format!("{base}/#/e/{MAIN}")).await;
+    b.open_afresh(&format!("{base}/#/e/{MAIN}")).await;
     b.run(
         "await waitFor(() => $$('#logs .row').length, 'rows'); await idle();",
         json!({}),
@@ -615,8 +589,7 @@ return { sel: Number($('#logs .row.sel').dataset.seq), tier: $('#logs .row.sel')
         (format!("{base}/#/e/{MAIN}?seq=2222"), 2222, "hot"),
         (format!("{base}/#/e/{MAIN}?seq=17"), 17, "c0"),
     ] {
-        b.goto("about:blank").await;
-        b.goto(&link).await;
+        b.open_afresh(&link).await;
         let r = b.run(reopen, json!({})).await;
         assert_eq!(r["sel"], seq, "{link}: {r}");
         assert_eq!(r["tier"], tier, "{link}");
@@ -625,8 +598,7 @@ return { sel: Number($('#logs .row.sel').dataset.seq), tier: $('#logs .row.sel')
     }
     // The episode screenshot: around the boundary between the archived chunk 1 and the hot
     // logs (nothing in it changes from run to run).
-    b.goto("about:blank").await;
-    b.goto(&format!("{base}/#/e/{MAIN}?seq=1995")).await;
+    b.open_afresh(&format!("{base}/#/e/{MAIN}?seq=1995")).await;
     b.run(reopen, json!({})).await;
     let fits = b
         .run(
@@ -655,8 +627,7 @@ return { sel: Number($('#logs .row.sel').dataset.seq), tier: $('#logs .row.sel')
         ("#/e/empty-1", "note-empty", "This episode has no logs yet."),
         ("#/e/-bad", "note-error", "The request was refused"),
     ] {
-        b.goto("about:blank").await;
-        b.goto(&format!("{base}/{hash}")).await;
+        b.open_afresh(&format!("{base}/{hash}")).await;
         let note = b
             .run(
                 "return (await waitFor(() => $('#logs .' + args.class), 'a message')).textContent;",
@@ -665,8 +636,7 @@ return { sel: Number($('#logs .row.sel').dataset.seq), tier: $('#logs .row.sel')
             .await;
         assert!(note.as_str().unwrap().contains(text), "{hash}: {note}");
     }
-    b.goto("about:blank").await;
-    b.goto(&format!("{base}/#/e/{MAIN}")).await;
+    b.open_afresh(&format!("{base}/#/e/{MAIN}")).await;
     let expired = b
         .run(
             r#"
@@ -728,8 +698,7 @@ return { edge: edge.textContent, reads: readsAfterFailure, note: note.textConten
     );
 
     // --- Follow: a new log within 2 s; pause; resume without a gap. -------------------------
-    b.goto("about:blank").await;
-    b.goto(&format!("{base}/#/e/{MAIN}")).await;
+    b.open_afresh(&format!("{base}/#/e/{MAIN}")).await;
     b.run(
         r#"
 await waitFor(() => $$('#logs .row').length, 'rows');
@@ -853,8 +822,7 @@ return { seq: Number(row.dataset.seq), tier: row.dataset.tier, rows: rows() };
         assert_eq!(r.status(), 200, "{path} is served without a token");
     }
     assert_eq!(api_get(&format!("{base2}/v1/episodes"), None).await.0, 401);
-    b.goto("about:blank").await;
-    b.goto(&format!("{base2}/")).await;
+    b.open_afresh(&format!("{base2}/")).await;
     b.run(
         "await waitFor(() => $('#auth').open, 'the token dialog');",
         json!({}),
@@ -916,7 +884,7 @@ await waitFor(() => $('#dl-status') && $('#dl-status').dataset.lines, 'the downl
     assert!(
         dl["text"].as_str().unwrap().starts_with(&format!(
             "Saved {MAIN}-filtered.ndjson: {} logs",
-            fmt_int(errors as i64)
+            thousands(errors as i64)
         )),
         "{dl}"
     );

@@ -311,13 +311,7 @@ impl WorkerProc {
 
 /// A GET on loopback that returns None instead of failing when nothing answers yet.
 async fn http_body(addr: SocketAddr, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.ok()?;
+    let raw = logfleet_testkit::raw_http_get(addr, path).await?;
     raw.starts_with("HTTP/1.")
         .then(|| raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()))
         .flatten()
@@ -347,17 +341,7 @@ pub fn median(xs: &[f64]) -> f64 {
 }
 
 /// `1234567` as `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub use logfleet_testkit::thousands;
 
 /// Bytes as MiB with one decimal.
 pub fn mib(bytes: u64) -> String {

@@ -193,6 +193,13 @@ impl Browser {
             .unwrap_or_else(|e| panic!("goto {url}: {e}"));
     }
 
+    /// Loads `url` as a new page, by way of `about:blank`: the app starts anew even where `url`
+    /// differs from the page open now only in its hash (a hash change alone keeps the page).
+    pub async fn open_afresh(&self, url: &str) {
+        self.goto("about:blank").await;
+        self.goto(url).await;
+    }
+
     /// Runs `body`, the body of an async JavaScript function, in the page; `args` are its
     /// `args`. Helpers in scope: `waitFor(fn, what)` (polls until `fn()` is truthy; fails as
     /// stuck after `STUCK_AFTER`), `idle()` (the log list or episode list has no read in

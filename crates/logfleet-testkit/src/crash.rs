@@ -1375,11 +1375,8 @@ fn multiset_difference(want: &[SentLog], got: &[SentLog]) -> (usize, usize) {
 
 /// A test environment shaped for the crash suite.
 pub async fn crash_env(name: &str, plan: &CrashPlan) -> TestEnv {
-    let chunk = plan.chunk_size;
     let lease = plan.lease_secs;
-    TestEnv::new(name, move |s| {
-        s.ingest.archive_threshold = chunk;
-        s.ingest.chunk_size = chunk;
+    TestEnv::with_chunks_of(name, plan.chunk_size, move |s| {
         s.ingest.prefetch = 50;
         s.ingest.standby_poll_ms = 200;
         s.archive.lease_secs = lease;

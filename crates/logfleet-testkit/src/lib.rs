@@ -12,12 +12,15 @@ pub mod hostile;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use logfleet::amqp::{ConfirmedPublisher, Topology};
-use logfleet::archive::{self, ArchiveOptions};
+use logfleet::archive::{
+    self, ArchiveError, ArchiveKind, ArchiveOptions, ArchiveOutcome, ChunkArchiver,
+};
 use logfleet::chunk::{LogRecord, chunk_key, decode_chunk};
 use logfleet::config::Settings;
 use logfleet::domain::{EpisodeId, LogLevel};
@@ -138,6 +141,18 @@ impl TestEnv {
         }
     }
 
+    /// [`TestEnv::new`] with episodes archived in chunks of `chunk` logs, each as soon as it is
+    /// full (`ingest.archive_threshold` and `ingest.chunk_size` both `chunk`); `tweak` applied
+    /// last.
+    pub async fn with_chunks_of(name: &str, chunk: i32, tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::new(name, |s| {
+            s.ingest.archive_threshold = chunk;
+            s.ingest.chunk_size = chunk;
+            tweak(s);
+        })
+        .await
+    }
+
     pub fn spawn_ingest(&self, options: IngestOptions) -> WorkerHandle<ingest::IngestError> {
         let s = self.settings.clone();
         spawn_worker(move |rx| async move {
@@ -158,15 +173,23 @@ impl TestEnv {
         })
     }
 
+    /// A chunk archiver in this process over this test's store, bucket and settings, taking
+    /// leases as `owner`.
+    pub fn archiver(&self, owner: &str) -> ChunkArchiver<S3ObjectStore> {
+        ChunkArchiver::new(
+            self.store.clone(),
+            self.objects.clone(),
+            &self.settings,
+            owner.into(),
+        )
+    }
+
     /// Publishes `n` logs to `ep` in messages of 25 (ids `{ep}-{i}`), runs an ingest-worker
     /// until all are counted, and stops it. Returns the logs as sent.
     pub async fn ingest_with_worker(&self, ep: &str, n: usize) -> Vec<SentLog> {
         let logs = make_logs(ep, n, 1_764_100_000_000);
         let ingest = self.spawn_ingest(IngestOptions::default());
-        for (i, part) in logs.chunks(25).enumerate() {
-            self.publish(ep, &batch_body(ep, part), Some(&format!("{ep}-{i}")))
-                .await;
-        }
+        self.publish_in_batches(ep, &logs, 25, ep).await;
         self.wait_for(&format!("{ep}: {n} logs ingested"), || async {
             self.metadata(ep)
                 .await
@@ -246,6 +269,21 @@ impl TestEnv {
             .expect("publish confirmed");
     }
 
+    /// Publishes `logs` to `ep` in batch messages of `per_message` logs, one after another,
+    /// each with confirm; their message ids are `{id_prefix}-0`, `{id_prefix}-1`, …
+    pub async fn publish_in_batches(
+        &self,
+        ep: &str,
+        logs: &[SentLog],
+        per_message: usize,
+        id_prefix: &str,
+    ) {
+        for (i, part) in logs.chunks(per_message).enumerate() {
+            self.publish(ep, &batch_body(ep, part), Some(&format!("{id_prefix}-{i}")))
+                .await;
+        }
+    }
+
     /// Publishes raw bytes with the given properties, with confirm.
     pub async fn publish_raw(&self, routing_key: &str, body: &[u8], props: BasicProperties) {
         self.publisher
@@ -322,6 +360,15 @@ impl TestEnv {
                 n
             }
         }
+    }
+
+    /// Waits until the logs dead-letter queue holds `n` messages; fails the test, naming `what`,
+    /// if it never does.
+    pub async fn wait_for_dead_letters(&self, what: &str, n: usize) {
+        self.wait_for(what, || async {
+            self.queue_depth(&self.topology.dead_letter_queue).await as usize == n
+        })
+        .await;
     }
 
     /// Takes every message from the logs dead-letter queue: (headers as text, body).
@@ -499,6 +546,20 @@ pub fn run_shell(cmd: &str) {
         .status()
         .expect("command runs");
     assert!(status.success(), "{cmd} failed");
+}
+
+/// Starts `archiver`'s archive run of `episode` (as for a threshold event) in a task of its own,
+/// for a test that holds or freezes the run at a fault point meanwhile.
+pub fn spawn_archive_run(
+    archiver: &Arc<ChunkArchiver<S3ObjectStore>>,
+    episode: &EpisodeId,
+) -> JoinHandle<Result<ArchiveOutcome, ArchiveError>> {
+    let (archiver, episode) = (archiver.clone(), episode.clone());
+    tokio::spawn(async move {
+        archiver
+            .archive_episode(&episode, ArchiveKind::Threshold)
+            .await
+    })
 }
 
 /// Sends SIGTERM to a child process and waits for it to exit; returns its exit code.
@@ -758,6 +819,18 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 /// [`http_get`] that gives `None` when nothing answers (a worker killed or stopped), or the
 /// answer is no HTTP.
 pub async fn try_http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    let raw = raw_http_get(addr, path).await?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// The whole answer (status line, headers and body, unparsed) to a plain HTTP/1.0 GET on
+/// loopback; `None` when nothing answers (a worker killed, stopped or not listening yet).
+pub async fn raw_http_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
@@ -765,12 +838,29 @@ pub async fn try_http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16
         .ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).await.ok()?;
-    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((status, body))
+    Some(raw)
+}
+
+/// The `sequenceNumber` of each log record, as the query-api and `logctl` render records.
+pub fn sequence_numbers(records: &[Value]) -> Vec<i64> {
+    records
+        .iter()
+        .map(|r| r["sequenceNumber"].as_i64().unwrap())
+        .collect()
+}
+
+/// A whole number with a comma between groups of three digits (`1234567` as `1,234,567`), as
+/// the viewer shows counts and the bench prints them.
+pub fn thousands(n: impl Into<i128>) -> String {
+    let s = n.into().to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The value of one sample in a Prometheus text rendering, e.g. `name{label="x"}`.

@@ -7,16 +7,8 @@ use crate::common;
 
 use logfleet::config::LimitsSettings;
 use logfleet::ingest::IngestOptions;
-use logfleet_testkit::{SentLog, TestEnv, batch_body, make_logs};
+use logfleet_testkit::{SentLog, TestEnv, make_logs};
 use serde_json::json;
-
-/// Publishes `logs` to `ep` in batches of 20, with ids `{tag}-{i}`.
-async fn publish(env: &TestEnv, ep: &str, logs: &[SentLog], tag: &str) {
-    for (i, part) in logs.chunks(20).enumerate() {
-        env.publish(ep, &batch_body(ep, part), Some(&format!("{tag}-{i}")))
-            .await;
-    }
-}
 
 fn bad_deploy(s: &mut logfleet::config::Settings) {
     // A deploy whose limit refuses the producers' 20-log batches.
@@ -31,9 +23,9 @@ async fn replay_after_a_bad_deploy_is_exact_and_failures_keep_their_history() {
     let a = make_logs("a", 600, 1_764_000_000_000);
     let b = make_logs("b", 200, 1_764_100_000_000);
     let small = make_logs("small", 5, 1_764_050_000_000);
-    publish(&env, "dlq-a", &small, "small").await; // within the bad limit: ingested
-    publish(&env, "dlq-a", &a, "a").await;
-    publish(&env, "dlq-b", &b, "b").await;
+    env.publish_in_batches("dlq-a", &small, 20, "small").await; // within the bad limit: ingested
+    env.publish_in_batches("dlq-a", &a, 20, "a").await;
+    env.publish_in_batches("dlq-b", &b, 20, "b").await;
     env.publish(
         "dlq-b",
         &json!({"episodeId": "dlq-b", "timestamp": 1, "level": "verbose", "message": "m"}),
@@ -166,7 +158,7 @@ async fn a_replay_killed_halfway_and_rerun_loses_and_doubles_nothing() {
     let dlq = env.topology.dead_letter_queue.clone();
     let bad_worker = env.spawn_ingest(IngestOptions::default());
     let logs = make_logs("kill", 2_400, 1_764_200_000_000);
-    publish(&env, "dlq-kill", &logs, "k").await;
+    env.publish_in_batches("dlq-kill", &logs, 20, "k").await;
     env.wait_for("120 dead letters", || async {
         env.queue_depth(&dlq).await == 120
     })

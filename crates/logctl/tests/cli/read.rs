@@ -10,31 +10,17 @@ use std::process::Stdio;
 use logfleet::archive::ArchiveOptions;
 use logfleet::domain::LogLevel;
 use logfleet::ingest::IngestOptions;
-use logfleet_testkit::{TestEnv, batch_body, make_logs};
+use logfleet_testkit::{TestEnv, make_logs, sequence_numbers};
 use serde_json::Value;
-
-fn seqs(records: &[Value]) -> Vec<i64> {
-    records
-        .iter()
-        .map(|r| r["sequenceNumber"].as_i64().unwrap())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn read_subcommands_through_the_binary() {
-    let env = TestEnv::new("logctl-read", |s| {
-        s.ingest.archive_threshold = 500;
-        s.ingest.chunk_size = 500;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("logctl-read", 500, |_| {}).await;
     let ep = "cli-read";
     let logs = make_logs(ep, 1_200, 1_765_100_000_000);
     let ingest = env.spawn_ingest(IngestOptions::default());
     let archive = env.spawn_archive(ArchiveOptions::default());
-    for (i, part) in logs.chunks(300).enumerate() {
-        env.publish(ep, &batch_body(ep, part), Some(&format!("c-{i}")))
-            .await;
-    }
+    env.publish_in_batches(ep, &logs, 300, "c").await;
     env.wait_for_episode(ep, 1_200, 2).await;
     archive.stop().await.unwrap();
 
@@ -55,7 +41,7 @@ async fn read_subcommands_through_the_binary() {
         .iter()
         .flat_map(|p| p["logs"].as_array().unwrap().clone())
         .collect();
-    assert_eq!(seqs(&records), (0..1_200).collect::<Vec<_>>());
+    assert_eq!(sequence_numbers(&records), (0..1_200).collect::<Vec<_>>());
     for (r, sent) in records.iter().zip(&logs) {
         assert_eq!(r["message"], sent.message.as_str());
         assert_eq!(r["level"], sent.level.as_str());
@@ -87,7 +73,7 @@ async fn read_subcommands_through_the_binary() {
         .lines()
         .flat_map(|l| {
             let p: Value = serde_json::from_str(l).unwrap();
-            seqs(p["logs"].as_array().unwrap())
+            sequence_numbers(p["logs"].as_array().unwrap())
         })
         .collect();
     let want: Vec<i64> = (300..1_100)
@@ -127,7 +113,7 @@ async fn read_subcommands_through_the_binary() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(seqs(&tail), vec![1_196, 1_197, 1_198, 1_199]);
+    assert_eq!(sequence_numbers(&tail), vec![1_196, 1_197, 1_198, 1_199]);
 
     // export to JSONL.gz: the whole episode.
     let dir = std::env::temp_dir().join(format!("logctl-read-{}", std::process::id()));
@@ -215,15 +201,15 @@ async fn read_subcommands_through_the_binary() {
         followed.push(v);
         if followed.len() == 2 && !published {
             published = true;
-            for (i, part) in more.chunks(40).enumerate() {
-                env.publish(ep, &batch_body(ep, part), Some(&format!("f-{i}")))
-                    .await;
-            }
+            env.publish_in_batches(ep, &more, 40, "f").await;
         }
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(seqs(&followed), (1_198..1_320).collect::<Vec<_>>());
+    assert_eq!(
+        sequence_numbers(&followed),
+        (1_198..1_320).collect::<Vec<_>>()
+    );
     for (r, sent) in followed[2..].iter().zip(&more) {
         assert_eq!(r["message"], sent.message.as_str());
     }

@@ -31,18 +31,11 @@ fn planned(stdout: &str) -> Vec<(String, i64, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retention_plan_run_and_overrides_through_the_binary() {
-    let env = TestEnv::new("logctl-retention", |s| {
-        s.ingest.archive_threshold = 25;
-        s.ingest.chunk_size = 25;
-    })
-    .await;
+    let env = TestEnv::with_chunks_of("logctl-retention", 25, |_| {}).await;
     let ingest = env.spawn_ingest(IngestOptions::default());
     let archive = env.spawn_archive(ArchiveOptions::default());
     let old = make_logs("old", 60, OLD_MS);
-    for (i, part) in old.chunks(20).enumerate() {
-        env.publish("old", &batch_body("old", part), Some(&format!("o-{i}")))
-            .await;
-    }
+    env.publish_in_batches("old", &old, 20, "o").await;
     let young = make_logs("young", 10, bson::DateTime::now().timestamp_millis());
     env.publish("young", &batch_body("young", &young), Some("y-0"))
         .await;
