@@ -17,6 +17,7 @@ mod hostile_timing;
 mod observability;
 mod producer;
 mod query;
+mod reclaim;
 mod retention;
 mod storage;
 mod topology;

@@ -157,6 +157,7 @@ async fn archived_entries_are_deleted_however_many() {
             created_at: now,
             message_logs: None,
             message_digest: None,
+            ingest_epoch: None,
         })
         .collect();
     for part in entries.chunks(10_000) {

@@ -106,7 +106,8 @@ pub fn entries_of(msgs: &[Msg], settings: &Settings) -> anyhow::Result<Vec<LogEn
         // Built by the function the ingest-worker builds its entries with.
         let key = MessageKey::new(&decoded.episode_id, decoded.message_id.as_str());
         let digest = digest_of_message(&decoded);
-        out.extend(message_entries(&key, digest, &decoded, *seq, now)?);
+        // Epoch 1: the stamp is an Int64 whatever the ownership epoch.
+        out.extend(message_entries(&key, digest, &decoded, *seq, now, 1)?);
         *seq += decoded.logs.len() as i64;
     }
     Ok(out)

@@ -17,6 +17,9 @@ pub enum FaultPoint {
     IngestAfterInsert,
     /// Ingest: a batch is counted in LogMetadata; it is not acked.
     IngestAfterCount,
+    /// Ingest: a worker removing another owner's uncounted entries has fenced the episode and
+    /// checked that its partition is still its own; nothing is deleted yet.
+    IngestBeforeReclaimDelete,
     /// Archive: a run holds the lock and finished what a run before left; it has not looked
     /// for orphan objects yet.
     ArchiveBeforeCleanup,

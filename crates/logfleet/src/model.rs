@@ -147,17 +147,20 @@ pub fn digest_of_message(m: &crate::contract::LogMessage) -> i64 {
 }
 
 /// The entries an ingest-worker writes for a message numbered from `first`: `_id`s from its
-/// key, and on the first entry the message's log count and `digest`.
+/// key, stamped with the writer's ownership `epoch`, and on the first entry the message's log
+/// count and `digest`.
 pub fn message_entries(
     key: &MessageKey,
     digest: i64,
     m: &crate::contract::LogMessage,
     first: i64,
     now: DateTime,
+    epoch: i64,
 ) -> Result<Vec<LogEntry>, bson::ser::Error> {
     let mut out = Vec::with_capacity(m.logs.len());
     for (k, log) in m.logs.iter().enumerate() {
         let mut e = LogEntry::from_new_log(key, k, log, first + k as i64, now)?;
+        e.ingest_epoch = Some(epoch);
         if k == 0 {
             e.message_logs = Some(m.logs.len() as i32);
             e.message_digest = Some(digest);
@@ -232,6 +235,12 @@ pub struct LogEntry {
     /// tells a producer's retry from another message reusing its id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_digest: Option<i64>,
+    /// The ownership epoch of the ingest-worker that wrote (or, finding it there, adopted) the
+    /// entry. Removing another owner's uncounted entries only removes those of an epoch up to
+    /// the remover's own, so a worker that pauses in the middle of that cannot remove what a
+    /// newer owner wrote and counted meanwhile. Absent on entries not written by ingest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_epoch: Option<i64>,
 }
 
 impl LogEntry {
@@ -256,6 +265,7 @@ impl LogEntry {
             created_at,
             message_logs: None,
             message_digest: None,
+            ingest_epoch: None,
         })
     }
 
@@ -544,6 +554,34 @@ mod tests {
     }
 
     #[test]
+    fn message_entries_carry_the_writers_epoch_as_int64_on_every_entry() {
+        use bson::spec::ElementType as T;
+        let log = |m: &str| crate::contract::NewLog {
+            timestamp_ms: 1,
+            level: LogLevel::Info,
+            message: m.into(),
+            metadata: None,
+            metadata_json_len: 0,
+        };
+        let msg = crate::contract::LogMessage {
+            episode_id: ep(),
+            message_id: crate::domain::MessageId::parse("m-1").unwrap(),
+            logs: vec![log("a"), log("b")],
+        };
+        let key = MessageKey::new(&ep(), "m-1");
+        let entries = message_entries(&key, 7, &msg, 10, DateTime::now(), 5).unwrap();
+        assert_eq!(entries.len(), 2);
+        for (i, e) in entries.iter().enumerate() {
+            let d = bson::to_document(e).unwrap();
+            assert_eq!(type_of(&d, "ingestEpoch"), T::Int64);
+            assert_eq!(d.get_i64("ingestEpoch").unwrap(), 5);
+            assert_eq!(d.get_i64("sequenceNumber").unwrap(), 10 + i as i64);
+        }
+        assert_eq!(entries[0].message_logs, Some(2));
+        assert_eq!(entries[1].message_logs, None);
+    }
+
+    #[test]
     fn log_entry_bson_types() {
         use bson::spec::ElementType as T;
         let e = LogEntry {
@@ -557,6 +595,7 @@ mod tests {
             created_at: DateTime::now(),
             message_logs: None,
             message_digest: None,
+            ingest_epoch: None,
         };
         let d = bson::to_document(&e).unwrap();
         let keys: Vec<_> = d.keys().map(String::as_str).collect();

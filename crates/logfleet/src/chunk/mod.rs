@@ -67,6 +67,7 @@ mod tests {
             created_at: DateTime::from_millis(1_700_000_000_123),
             message_logs: None,
             message_digest: None,
+            ingest_epoch: None,
         }
     }
 

@@ -315,7 +315,8 @@ async fn write_batch(
         for (gi, g) in groups.iter().enumerate() {
             for (mi, (inc, action)) in g.incoming.iter().zip(&g.plan.actions).enumerate() {
                 if let Action::Write { first } = *action {
-                    match message_entries(&inc.key, inc.digest, inc.message, first, now) {
+                    match message_entries(&inc.key, inc.digest, inc.message, first, now, part.epoch)
+                    {
                         Ok(es) => {
                             origin.extend(std::iter::repeat_n((gi, mi), es.len()));
                             entries.extend(es);
@@ -354,7 +355,7 @@ async fn write_batch(
             };
             worker
                 .store
-                .delete_entries_in(&g.episode, first, g.plan.count_to)
+                .delete_uncounted_entries(&g.episode, first, g.plan.count_to, part.epoch)
                 .await?;
             written.dead_letters.push(DeadLetter {
                 delivery: g.deliveries[mi],
@@ -380,18 +381,28 @@ async fn write_batch(
             if g.plan.count_to <= g.plan.counted_from {
                 continue;
             }
+            // (sequence number, `_id`) of every entry this batch counts in the episode.
+            let ours: Vec<(i64, ObjectId)> = g
+                .incoming
+                .iter()
+                .zip(&g.plan.actions)
+                .filter_map(|(inc, a)| match *a {
+                    Action::Write { first } => Some((inc, first)),
+                    _ => None,
+                })
+                .flat_map(|(inc, first)| {
+                    (0..inc.message.logs.len())
+                        .map(move |i| (first + i as i64, inc.key.entry_id(i)))
+                })
+                .collect();
             let stored = worker
                 .store
                 .entry_ids_in(&g.episode, g.plan.counted_from, g.plan.count_to)
                 .await?;
-            let ours = g.incoming.iter().zip(&g.plan.actions).all(|(inc, a)| {
-                let Action::Write { first } = *a else {
-                    return true;
-                };
-                (0..inc.message.logs.len())
-                    .all(|i| stored.get(&(first + i as i64)) == Some(&inc.key.entry_id(i)))
-            });
-            if !ours {
+            let holds_ours = ours
+                .iter()
+                .all(|(seq, id)| stored.get(seq).map(|s| s.0) == Some(*id));
+            if !holds_ours {
                 cache.remove(&g.episode);
                 reclaim_uncounted(worker, part, &g.episode).await?;
                 return Err(IngestError::Inconsistent(format!(
@@ -399,6 +410,36 @@ async fn write_batch(
                      they are removed and the batch is numbered again",
                     g.episode, g.plan.counted_from, g.plan.count_to
                 )));
+            }
+            // Its own entries that an older owner wrote are made this worker's before they are
+            // counted: that owner, paused in a clean-up, could otherwise remove them later.
+            let older: Vec<ObjectId> = ours
+                .iter()
+                .filter(|(seq, _)| stored[seq].1.is_none_or(|e| e < part.epoch))
+                .map(|(_, id)| *id)
+                .collect();
+            if !older.is_empty() {
+                worker
+                    .store
+                    .adopt_entries(&g.episode, &older, part.epoch)
+                    .await?;
+                let again = worker
+                    .store
+                    .entry_ids_in(&g.episode, g.plan.counted_from, g.plan.count_to)
+                    .await?;
+                let adopted = ours.iter().all(|(seq, id)| {
+                    again
+                        .get(seq)
+                        .is_some_and(|(i, e)| i == id && e.is_some_and(|e| e >= part.epoch))
+                });
+                if !adopted {
+                    cache.remove(&g.episode);
+                    return Err(IngestError::Inconsistent(format!(
+                        "{}: entries {}..{} changed while this batch made them its own; \
+                         the batch is written again",
+                        g.episode, g.plan.counted_from, g.plan.count_to
+                    )));
+                }
             }
         }
     }
@@ -524,7 +565,8 @@ async fn insert_all(
 /// batch can number them again. They are nobody's: reads and archiving stop at the counted
 /// prefix, and the owner that wrote them is dead or paused. First this worker fences the
 /// episode (its epoch into `ingestEpoch`, by compare-and-set: an older owner can no longer count
-/// there), then it checks that no newer owner has claimed its partition, then it deletes.
+/// there), then it checks that no newer owner has claimed its partition, then it deletes the
+/// entries of its epoch or older (a newer owner's stay, however long this worker paused).
 async fn reclaim_uncounted(
     worker: &Worker,
     part: &Partition<'_>,
@@ -554,10 +596,16 @@ async fn reclaim_uncounted(
         }));
     }
     part.still_ours()?;
+    worker
+        .faults
+        .at(FaultPoint::IngestBeforeReclaimDelete)
+        .await?;
+    // Only entries of this epoch or older: a newer owner may have written and counted here
+    // since the checks above, if this worker paused after them.
     let frontier = fenced.metadata.next_sequence_number;
     let removed = worker
         .store
-        .delete_entries_in(ep, frontier, i64::MAX)
+        .delete_uncounted_entries(ep, frontier, i64::MAX, epoch)
         .await?;
     worker.metrics.uncounted_reclaimed.inc_by(removed);
     tracing::warn!(episode = %ep, frontier, removed, epoch, "removed uncounted entries another owner left; numbering again");

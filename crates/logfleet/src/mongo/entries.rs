@@ -1,5 +1,6 @@
 //! LogEntry: the hot tier.
 
+use bson::oid::ObjectId;
 use bson::{Bson, DateTime, Document, doc};
 use futures::TryStreamExt;
 use mongodb::error::ErrorKind;
@@ -118,42 +119,85 @@ impl MongoStore {
         }
     }
 
-    /// Deletes one episode's entries with `lo <= sequenceNumber < hi` (an uncounted range a
-    /// batch is renumbering).
-    pub async fn delete_entries_in(
+    /// Deletes one episode's uncounted entries with `lo <= sequenceNumber < hi` (a range a
+    /// batch is renumbering, or another owner's leftovers) that an owner of at most `epoch`
+    /// wrote, or no ingest-worker at all. A newer owner's entries stay: a worker that paused
+    /// before this delete cannot remove what its successor wrote and counted meanwhile.
+    /// (Two deletes, not one `$or`: the portable subset of the servers, `docs/mongodb-servers.md`.)
+    pub async fn delete_uncounted_entries(
         &self,
         ep: &EpisodeId,
         lo: i64,
         hi: i64,
+        epoch: i64,
     ) -> Result<u64, MongoError> {
-        Ok(self
-            .timed(
-                "delete entries",
-                self.entries
-                    .delete_many(
-                        doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": lo, "$lt": hi}},
-                    )
-                    .into_future(),
-            )
-            .await?
-            .deleted_count)
+        let range = doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": lo, "$lt": hi}};
+        let mut deleted = 0;
+        for writer in [
+            doc! {"ingestEpoch": {"$lte": epoch}},
+            doc! {"ingestEpoch": {"$exists": false}},
+        ] {
+            let mut filter = range.clone();
+            filter.extend(writer);
+            deleted += self
+                .timed(
+                    "delete uncounted entries",
+                    self.entries.delete_many(filter).into_future(),
+                )
+                .await?
+                .deleted_count;
+        }
+        Ok(deleted)
     }
 
-    /// The `_id` of every entry of one episode with `start <= sequenceNumber < end`, by
-    /// sequence number: what a batch checks its range holds before counting it.
+    /// Stamps the episode's entries `ids` with `epoch` where an older owner (or no ingest-worker)
+    /// wrote them: a batch that found its own entries already there makes them its own before
+    /// it counts them, so an older owner's late clean-up no longer removes them. Returns how
+    /// many were stamped.
+    pub async fn adopt_entries(
+        &self,
+        ep: &EpisodeId,
+        ids: &[ObjectId],
+        epoch: i64,
+    ) -> Result<u64, MongoError> {
+        let mut adopted = 0;
+        for part in ids.chunks(10_000) {
+            for writer in [
+                doc! {"ingestEpoch": {"$lt": epoch}},
+                doc! {"ingestEpoch": {"$exists": false}},
+            ] {
+                let mut filter = doc! {"episodeId": ep.as_str(), "_id": {"$in": part}};
+                filter.extend(writer);
+                adopted += self
+                    .timed(
+                        "adopt entries",
+                        self.entries
+                            .update_many(filter, doc! {"$set": {"ingestEpoch": epoch}})
+                            .into_future(),
+                    )
+                    .await?
+                    .modified_count;
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// The `_id` and the writer's epoch (`ingestEpoch`, absent: none) of every entry of one
+    /// episode with `start <= sequenceNumber < end`, by sequence number: what a batch checks
+    /// its range holds before counting it.
     pub async fn entry_ids_in(
         &self,
         ep: &EpisodeId,
         start: i64,
         end: i64,
-    ) -> Result<std::collections::HashMap<i64, bson::oid::ObjectId>, MongoError> {
+    ) -> Result<std::collections::HashMap<i64, (ObjectId, Option<i64>)>, MongoError> {
         let raw = self.entries.clone_with_type::<Document>();
         let docs: Vec<Document> = self
             .timed("read a range's entry ids", async {
                 raw.find(
                     doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": start, "$lt": end}},
                 )
-                .projection(doc! {"_id": 1, "sequenceNumber": 1})
+                .projection(doc! {"_id": 1, "sequenceNumber": 1, "ingestEpoch": 1})
                 .batch_size(10_000)
                 .await?
                 .try_collect()
@@ -162,7 +206,14 @@ impl MongoStore {
             .await?;
         Ok(docs
             .iter()
-            .filter_map(|d| Some((seq_of(d)?, d.get_object_id("_id").ok()?)))
+            .filter_map(|d| {
+                let epoch = match d.get("ingestEpoch") {
+                    Some(Bson::Int64(v)) => Some(*v),
+                    Some(Bson::Int32(v)) => Some(i64::from(*v)),
+                    _ => None,
+                };
+                Some((seq_of(d)?, (d.get_object_id("_id").ok()?, epoch)))
+            })
             .collect())
     }
 

@@ -295,6 +295,7 @@ mod tests {
                 created_at: DateTime::from_millis(0),
                 message_logs: None,
                 message_digest: None,
+                ingest_epoch: None,
             })
             .unwrap();
         }

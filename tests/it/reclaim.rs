@@ -1,0 +1,104 @@
+//! Removing another owner's uncounted entries under hostile timing: a worker paused between
+//! its checks and its delete wakes after a newer owner wrote and counted there.
+
+use std::sync::Arc;
+
+use bson::DateTime;
+use logfleet::domain::{EpisodeId, LogLevel};
+use logfleet::faults::{FaultAction, FaultPoint, Faults, PauseAt};
+use logfleet::ingest::IngestOptions;
+use logfleet::metrics::IngestMetrics;
+use logfleet::model::{LogEntry, MessageKey};
+use logfleet_testkit::{TestEnv, batch_body, broker_drops_connections, make_logs};
+
+/// Worker A finds another message's uncounted entry where it numbers its batch (one a dead
+/// owner left; here written straight into the store), so it removes the episode's uncounted
+/// entries. It fences the episode, checks that its partition is still its own, and is held
+/// right there, before its delete, while the broker drops its connection (a consumer timeout
+/// would). B takes the partition, cleans up itself, and writes and counts all 50 logs. When A
+/// wakes, its delete must not remove them: it removes only entries of its epoch or older.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_clean_up_paused_before_its_delete_leaves_a_newer_owners_entries() {
+    let env = TestEnv::new("reclaim", |s| s.ingest.batch_linger_ms = 2).await;
+    let ep = "reclaim";
+    let episode = EpisodeId::parse(ep).unwrap();
+    // Another message's entry at sequence number 0, uncounted, from no ingest-worker's epoch.
+    let now = DateTime::now();
+    let ghost = LogEntry {
+        id: MessageKey::new(&episode, "ghost-0").entry_id(0),
+        episode_id: episode.clone(),
+        timestamp: now,
+        level: LogLevel::Info,
+        message: "left uncounted by a dead owner".into(),
+        metadata: None,
+        sequence_number: 0,
+        created_at: now,
+        message_logs: Some(1),
+        message_digest: Some(0),
+        ingest_epoch: None,
+    };
+    env.store.insert_entries(&[ghost]).await.unwrap();
+
+    let a_name = format!("reclaim-a-{}", env.settings.mongo.database);
+    let pause = PauseAt::new(
+        FaultPoint::IngestBeforeReclaimDelete,
+        1,
+        FaultAction::Continue,
+    );
+    let (ma, mb) = (
+        Arc::new(IngestMetrics::default()),
+        Arc::new(IngestMetrics::default()),
+    );
+    let a = env.spawn_ingest(IngestOptions {
+        instance: Some(a_name.clone()),
+        faults: Faults::new(pause.clone()),
+        metrics: ma.clone(),
+        http: None,
+    });
+    let logs = make_logs(ep, 50, 1_764_700_000_000);
+    env.publish(ep, &batch_body(ep, &logs[..10]), Some("reclaim-0"))
+        .await;
+    pause.reached().await;
+
+    let b = env.spawn_ingest(IngestOptions {
+        instance: Some(format!("reclaim-b-{}", env.settings.mongo.database)),
+        metrics: mb.clone(),
+        ..Default::default()
+    });
+    assert_eq!(broker_drops_connections(&a_name), 1, "A was connected");
+    for (i, part) in logs[10..].chunks(10).enumerate() {
+        env.publish(
+            ep,
+            &batch_body(ep, part),
+            Some(&format!("reclaim-{}", i + 1)),
+        )
+        .await;
+    }
+    env.wait_for_episode(ep, 50, 0).await;
+    assert!(
+        mb.uncounted_reclaimed.get() >= 1,
+        "B removed the uncounted entries itself"
+    );
+    let counted_by_b = env.metadata(ep).await.unwrap().ingest_epoch;
+
+    pause.release();
+    // Its clean-up done, A goes back to numbering the batch (a retry).
+    env.wait_for("A's delete and its retry", || async {
+        ma.batch_retries.get() >= 1
+    })
+    .await;
+    assert_eq!(
+        ma.uncounted_reclaimed.get(),
+        0,
+        "A's delete found nothing of its epoch or older"
+    );
+    assert_eq!(ma.logs_counted.get(), 0, "A counted nothing");
+    assert_eq!(mb.logs_counted.get(), 50);
+    let meta = env.metadata(ep).await.unwrap();
+    assert_eq!(meta.ingest_epoch, counted_by_b);
+    assert_eq!(env.store.count_entries_from(&episode, 0).await.unwrap(), 50);
+    env.snapshot(ep).await.assert_exact(&logs);
+    a.stop().await.expect("clean stop");
+    b.stop().await.expect("clean stop");
+    env.cleanup().await;
+}
