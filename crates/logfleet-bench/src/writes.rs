@@ -175,7 +175,7 @@ async fn measure(
         thousands(by_proxy)
     ));
     fig.line(format!(
-        "LogEntry as stored (BSON, 1-log messages: every entry is its message's first, with messageLogs and messageDigest): mean {entry_mean:.1} bytes (min {entry_min}, max {entry_max})"
+        "LogEntry as stored (BSON, 1-log messages: every entry is its message's first, with messageLogs and messageDigest; every entry has ingestEpoch): mean {entry_mean:.1} bytes (min {entry_min}, max {entry_max})"
     ));
     fig.line(format!(
         "drained in {:.2} s ({:.0} logs/s from the first owned partition; {} partitions owned); {} logs inserted in {} insertMany = {:.1} logs per insertMany",
