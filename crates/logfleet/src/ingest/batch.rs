@@ -375,71 +375,38 @@ async fn write_batch(
     }
     // A duplicate may be another message's entry at the same sequence number (one a dead or
     // paused owner wrote under another order), not this batch's: counted, that would lose a
-    // message. So after duplicates each range is checked to hold exactly this batch's entries.
+    // message. It may also be this batch's own entry written by an older owner of the
+    // partition: counted as it is, a clean-up that older owner paused in could still remove
+    // it (it removes entries of its epoch or older). So after duplicates each range must hold
+    // exactly this batch's entries, written under this worker's epoch; otherwise the
+    // episode's uncounted entries are removed and the batch is written again.
     if duplicates > 0 {
         for g in &groups {
             if g.plan.count_to <= g.plan.counted_from {
                 continue;
             }
-            // (sequence number, `_id`) of every entry this batch counts in the episode.
-            let ours: Vec<(i64, ObjectId)> = g
-                .incoming
-                .iter()
-                .zip(&g.plan.actions)
-                .filter_map(|(inc, a)| match *a {
-                    Action::Write { first } => Some((inc, first)),
-                    _ => None,
-                })
-                .flat_map(|(inc, first)| {
-                    (0..inc.message.logs.len())
-                        .map(move |i| (first + i as i64, inc.key.entry_id(i)))
-                })
-                .collect();
             let stored = worker
                 .store
                 .entry_ids_in(&g.episode, g.plan.counted_from, g.plan.count_to)
                 .await?;
-            let holds_ours = ours
-                .iter()
-                .all(|(seq, id)| stored.get(seq).map(|s| s.0) == Some(*id));
-            if !holds_ours {
+            let ours = g.incoming.iter().zip(&g.plan.actions).all(|(inc, a)| {
+                let Action::Write { first } = *a else {
+                    return true;
+                };
+                (0..inc.message.logs.len()).all(|i| {
+                    stored.get(&(first + i as i64))
+                        == Some(&(inc.key.entry_id(i), Some(part.epoch)))
+                })
+            });
+            if !ours {
                 cache.remove(&g.episode);
                 reclaim_uncounted(worker, part, &g.episode).await?;
                 return Err(IngestError::Inconsistent(format!(
-                    "{}: sequence numbers {}..{} held another message's uncounted entries; \
-                     they are removed and the batch is numbered again",
+                    "{}: sequence numbers {}..{} held entries this worker did not write \
+                     (another message's, or an older owner's); they are removed and the \
+                     batch is written again",
                     g.episode, g.plan.counted_from, g.plan.count_to
                 )));
-            }
-            // Its own entries that an older owner wrote are made this worker's before they are
-            // counted: that owner, paused in a clean-up, could otherwise remove them later.
-            let older: Vec<ObjectId> = ours
-                .iter()
-                .filter(|(seq, _)| stored[seq].1.is_none_or(|e| e < part.epoch))
-                .map(|(_, id)| *id)
-                .collect();
-            if !older.is_empty() {
-                worker
-                    .store
-                    .adopt_entries(&g.episode, &older, part.epoch)
-                    .await?;
-                let again = worker
-                    .store
-                    .entry_ids_in(&g.episode, g.plan.counted_from, g.plan.count_to)
-                    .await?;
-                let adopted = ours.iter().all(|(seq, id)| {
-                    again
-                        .get(seq)
-                        .is_some_and(|(i, e)| i == id && e.is_some_and(|e| e >= part.epoch))
-                });
-                if !adopted {
-                    cache.remove(&g.episode);
-                    return Err(IngestError::Inconsistent(format!(
-                        "{}: entries {}..{} changed while this batch made them its own; \
-                         the batch is written again",
-                        g.episode, g.plan.counted_from, g.plan.count_to
-                    )));
-                }
             }
         }
     }

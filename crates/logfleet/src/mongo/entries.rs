@@ -150,38 +150,6 @@ impl MongoStore {
         Ok(deleted)
     }
 
-    /// Stamps the episode's entries `ids` with `epoch` where an older owner (or no ingest-worker)
-    /// wrote them: a batch that found its own entries already there makes them its own before
-    /// it counts them, so an older owner's late clean-up no longer removes them. Returns how
-    /// many were stamped.
-    pub async fn adopt_entries(
-        &self,
-        ep: &EpisodeId,
-        ids: &[ObjectId],
-        epoch: i64,
-    ) -> Result<u64, MongoError> {
-        let mut adopted = 0;
-        for part in ids.chunks(10_000) {
-            for writer in [
-                doc! {"ingestEpoch": {"$lt": epoch}},
-                doc! {"ingestEpoch": {"$exists": false}},
-            ] {
-                let mut filter = doc! {"episodeId": ep.as_str(), "_id": {"$in": part}};
-                filter.extend(writer);
-                adopted += self
-                    .timed(
-                        "adopt entries",
-                        self.entries
-                            .update_many(filter, doc! {"$set": {"ingestEpoch": epoch}})
-                            .into_future(),
-                    )
-                    .await?
-                    .modified_count;
-            }
-        }
-        Ok(adopted)
-    }
-
     /// The `_id` and the writer's epoch (`ingestEpoch`, absent: none) of every entry of one
     /// episode with `start <= sequenceNumber < end`, by sequence number: what a batch checks
     /// its range holds before counting it.
