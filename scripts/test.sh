@@ -48,6 +48,11 @@ for s in "${servers[@]}"; do
   passed=$(grep -o '[0-9]* passed' "$logs/$s.log" | awk '{n+=$1} END {print n+0}')
   failed=$(grep -o '[0-9]* failed' "$logs/$s.log" | awk '{n+=$1} END {print n+0}')
   summary+=("$s: $passed passed, $failed failed (exit $rc)")
+  # Name each failed test and its panic message, so the end of the output says what broke.
+  if [ "$rc" != 0 ]; then
+    while IFS= read -r line; do summary+=("  $line"); done < <(
+      grep -E -A2 '^test .* \.\.\. FAILED$|panicked at ' "$logs/$s.log" | cut -c1-300 | head -60 || true)
+  fi
   [ "$rc" = 0 ] || status=1
 done
 echo "=== summary ===" >&2
