@@ -5,7 +5,6 @@
 //! The tests that disturb the servers for everyone (stop MongoDB, restart the broker) are
 //! binaries of their own, which cargo runs one after another: `reconnect` and `crash_suite`.
 
-mod api;
 mod archive_recovery;
 mod core_fleet;
 mod dead_letters;

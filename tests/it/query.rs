@@ -15,7 +15,6 @@ use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use crate::api::Api;
 use futures::StreamExt;
 use logfleet::archive::{ArchiveKind, ArchiveOptions};
 use logfleet::config::Settings;
@@ -24,6 +23,7 @@ use logfleet::faults::{FaultAction, FaultPoint, Faults, HookFn};
 use logfleet::ingest::IngestOptions;
 use logfleet::object_store::ObjectStore;
 use logfleet::query::{LogFilter, LogQuery, Order, QueryService};
+use logfleet_testkit::api::Api;
 use logfleet_testkit::{
     SentLog, StoredLog, TestEnv, batch_body, make_logs, metric_value, sequence_numbers,
 };

@@ -5,14 +5,15 @@
 //!
 //! - the list loads (order and figures as the API gives them), the first view's transfer size;
 //! - search by prefix and keyboard navigation through the list;
-//! - a page of 1,000 lines renders under 300 ms after its data arrives (printed);
+//! - a page of 1,000 lines renders, its time measured in the browser and printed (the 300 ms
+//!   goal is checked by `logfleet-bench --only viewer`, not here: no timed assertion);
 //! - scrolling down from the first archived chunk into the hot logs and back up: every log
 //!   exactly once, in order, each shown in its tier and chunk;
 //! - a filter narrows the list to exactly what the API returns for it;
 //! - keyboard selection, metadata, and a permalink that reopens at the same line;
 //! - unknown, empty and invalid episodes, and an expired range (410), get clear messages;
-//! - follow shows a newly published log within 2 s; pause stops it, resume catches up with no
-//!   gap;
+//! - follow shows a newly published log (how soon is printed; the 2 s goal is the bench's);
+//!   pause stops it, resume catches up with no gap;
 //! - auth on (token asked once, kept for the session, used by follow and downloads) and off;
 //! - screenshots of the list and of an episode for the README (`docs/images/`).
 //!
@@ -20,13 +21,13 @@
 //! with cursors that neither lose nor repeat an episode (same-second and exact ties included).
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::api::Api;
 use logfleet::archive::ArchiveOptions;
 use logfleet::domain::{EpisodeId, LogLevel};
 use logfleet::ingest::IngestOptions;
-use logfleet_testkit::browser::{Browser, Locator, save_png};
+use logfleet_testkit::api::Api;
+use logfleet_testkit::browser::{Browser, Locator, save_png, stuck_after};
 use logfleet_testkit::{
     SentLog, TestEnv, batch_body, make_logs, sequence_numbers, single_body, thousands,
 };
@@ -356,10 +357,6 @@ return {
     println!(
         "viewer: a page of 1,000 lines rendered in {render:.1} ms after its data arrived \
          ({to_frame:.1} ms to the next frame)"
-    );
-    assert!(
-        render < 300.0,
-        "a page of 1,000 lines took {render} ms to render"
     );
     assert_eq!(opened["total"], "2,500");
     assert_eq!(opened["hot"], thousands(meta.current_logs));
@@ -741,17 +738,17 @@ return { seq: Number(row.dataset.seq), tier: row.dataset.tier, rows: rows() };
         Some("probe-1"),
     )
     .await;
-    let limit = Duration::from_secs(2);
-    let left = limit.saturating_sub(t0.elapsed()).as_millis() as i64;
     let got = b
-        .run(seen_probe, json!({"msg": "follow probe 1", "ms": left}))
+        .run(
+            seen_probe,
+            json!({"msg": "follow probe 1", "ms": stuck_after().as_millis() as i64}),
+        )
         .await;
     let took = t0.elapsed();
     println!(
         "viewer: follow showed a newly published log {} ms after it was published",
         took.as_millis()
     );
-    assert!(took <= limit, "follow took {took:?} (at most 2 s)");
     assert_eq!(got["seq"], 2500);
     assert_eq!(got["tier"], "hot");
     check_snapshots(
@@ -796,7 +793,7 @@ return { seq: Number(row.dataset.seq), tier: row.dataset.tier, rows: rows() };
     let got = b
         .run(
             seen_probe,
-            json!({"msg": "follow probe 2", "ms": logfleet_testkit::browser::stuck_after().as_millis() as i64}),
+            json!({"msg": "follow probe 2", "ms": stuck_after().as_millis() as i64}),
         )
         .await;
     assert_eq!(got["seq"], 2501, "resumed from where it paused");
@@ -905,7 +902,7 @@ await idle();
     let got = b
         .run(
             seen_probe,
-            json!({"msg": "follow probe 3 with a token", "ms": logfleet_testkit::browser::stuck_after().as_millis() as i64}),
+            json!({"msg": "follow probe 3 with a token", "ms": stuck_after().as_millis() as i64}),
         )
         .await;
     assert_eq!(got["seq"], 2502, "followed with the token");

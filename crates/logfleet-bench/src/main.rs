@@ -10,7 +10,8 @@
 //! (3, archive run), `memory` (4, peak RSS of the worker binaries), `scaling` (5, 1/2/4
 //! ingest-workers), `query` (6, read path), `writes` (7, bytes sent to MongoDB per log, through a
 //! wire proxy), `cpu` (8, ingest-worker CPU time per log), `sweep` (9, the archive sweep's query
-//! over 100,000 LogMetadata). Services come from the environment exactly as in
+//! over 100,000 LogMetadata), `viewer` (10, render and follow latency in headless chromium).
+//! Services come from the environment exactly as in
 //! the tests (`AMQP_URL`, `MONGODB_URI`, `S3_ENDPOINT`, `AWS_*`), each figure in fresh names
 //! (`logfleet_testkit::TestEnv`); `--mongo` picks the MongoDB-protocol server. Every run first
 //! measures that server's own raw insertMany rate, so figures from different servers can be
@@ -32,6 +33,7 @@ mod query;
 mod report;
 mod scaling;
 mod sweep;
+mod viewer;
 mod wire;
 mod writes;
 
@@ -47,7 +49,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Run only these figures: ingest, chunk, archive, memory, scaling, query, writes, cpu,
-    /// sweep (repeatable).
+    /// sweep, viewer (repeatable).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Do not build the worker binaries before the memory, scaling, writes and cpu figures.
@@ -124,8 +126,8 @@ impl Sizes {
     }
 }
 
-const FIGURES: [&str; 9] = [
-    "ingest", "chunk", "archive", "memory", "scaling", "query", "writes", "cpu", "sweep",
+const FIGURES: [&str; 10] = [
+    "ingest", "chunk", "archive", "memory", "scaling", "query", "writes", "cpu", "sweep", "viewer",
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -201,6 +203,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             "writes" => writes::run(&sizes, &log_dir).await,
             "cpu" => cpu::run(&sizes, &log_dir).await,
             "sweep" => sweep::run(&sizes).await,
+            "viewer" => viewer::run(&sizes).await,
             _ => unreachable!("checked above"),
         };
         match fig {

@@ -6,6 +6,7 @@
 //! `AMQP_URL`, `MONGODB_URI`, `S3_ENDPOINT` (+ `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
 //! `scripts/test.sh` starts local ones and sets these.
 
+pub mod api;
 pub mod browser;
 pub mod crash;
 pub mod hostile;

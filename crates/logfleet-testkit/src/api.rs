@@ -1,4 +1,5 @@
-//! A query-api served in-process on a free port, for the tests of the read path and the viewer.
+//! A query-api served in-process on a free port, for the tests of the read path and the viewer
+//! and for the bench.
 
 use logfleet::config::Settings;
 use logfleet::query::QueryService;
