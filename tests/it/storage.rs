@@ -173,6 +173,87 @@ async fn archived_entries_are_deleted_however_many() {
     env.cleanup().await;
 }
 
+/// Uncounted entries a failed owner left can number hundreds of thousands (a whole prefetch of
+/// 1,000-log messages): removing them must not hit FerretDB's limit per delete (F4), and must
+/// leave a newer owner's entries and those below the range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncounted_entries_are_deleted_however_many() {
+    let env = TestEnv::new("storage-uncounted", |_| {}).await;
+    let ep = EpisodeId::parse("uncounted-many").unwrap();
+    let now = bson::DateTime::now();
+    // 0..1,000 below the range; then 40,000 of epoch 2 and 20,000 of no ingest-worker (a
+    // failed owner's and older leftovers); then 10,000 of epoch 5, a newer owner's.
+    let epoch_of = |i: i64| match i {
+        0..41_000 => Some(2),
+        41_000..61_000 => None,
+        _ => Some(5),
+    };
+    let entries: Vec<LogEntry> = (0..71_000)
+        .map(|i| LogEntry {
+            id: ObjectId::new(),
+            episode_id: ep.clone(),
+            timestamp: now,
+            level: LogLevel::Info,
+            message: format!("line {i}"),
+            metadata: None,
+            sequence_number: i,
+            created_at: now,
+            message_logs: Some(1),
+            message_digest: Some(0),
+            ingest_epoch: epoch_of(i),
+        })
+        .collect();
+    for part in entries.chunks(10_000) {
+        env.store.insert_entries(part).await.unwrap();
+    }
+    let left = |from: i64| {
+        let store = env.store.clone();
+        let ep = ep.clone();
+        async move {
+            store
+                .all_entries(&ep)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.sequence_number >= from)
+                .map(|e| (e.sequence_number, e.ingest_epoch))
+                .collect::<Vec<_>>()
+        }
+    };
+    // Epoch 3 cleans up from 1,000 on: the 60,000 of epoch 2 and of none go, epoch 5's stay.
+    let deleted = env
+        .store
+        .delete_uncounted_entries(&ep, 1_000, i64::MAX, 3)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 60_000);
+    let want: Vec<(i64, Option<i64>)> = (0..1_000)
+        .chain(61_000..71_000)
+        .map(|i| (i, epoch_of(i)))
+        .collect();
+    assert!(
+        left(0).await == want,
+        "only entries below 1,000 and epoch 5's stay"
+    );
+    // A closed range: all of it that epoch 4 may remove, and nothing of epoch 5.
+    assert_eq!(
+        env.store
+            .delete_uncounted_entries(&ep, 0, 1_000, 4)
+            .await
+            .unwrap(),
+        1_000
+    );
+    assert_eq!(
+        env.store
+            .delete_uncounted_entries(&ep, 61_000, 71_000, 4)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(left(0).await.len(), 10_000);
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_s3_object_store_keeps_the_contract() {
     let env = TestEnv::new("storage-s3", |_| {}).await;

@@ -274,6 +274,10 @@ async fn write_batch(
         .flat_map(|g| g.incoming.iter().map(|i| i.first_id))
         .collect();
     let mut known = worker.store.known_messages(&first_ids).await?;
+    // The first episode that cannot be numbered; every such episode is cleaned up before the
+    // batch goes again, so that one retry serves them all (a retry per episode can outlast the
+    // broker's consumer timeout on a slow store, and the next owner would start over).
+    let mut unplanned = None;
     for g in &mut groups {
         let meta = match cache.get(&g.episode) {
             Some(m) => m.clone(),
@@ -297,9 +301,13 @@ async fn write_batch(
             Err(e) => {
                 cache.remove(&g.episode);
                 reclaim_uncounted(worker, part, &g.episode).await?;
-                return Err(e.into());
+                unplanned.get_or_insert(e);
+                continue;
             }
         };
+    }
+    if let Some(e) = unplanned {
+        return Err(e.into());
     }
     worker.faults.at(FaultPoint::IngestAfterPlan).await?;
     // Write, dead-letter what the server refuses for good, number again what followed it.
@@ -381,6 +389,8 @@ async fn write_batch(
     // exactly this batch's entries, written under this worker's epoch; otherwise the
     // episode's uncounted entries are removed and the batch is written again.
     if duplicates > 0 {
+        // Every episode whose range is not its own is cleaned up before the one retry.
+        let mut foreign = Vec::new();
         for g in &groups {
             if g.plan.count_to <= g.plan.counted_from {
                 continue;
@@ -401,13 +411,18 @@ async fn write_batch(
             if !ours {
                 cache.remove(&g.episode);
                 reclaim_uncounted(worker, part, &g.episode).await?;
-                return Err(IngestError::Inconsistent(format!(
-                    "{}: sequence numbers {}..{} held entries this worker did not write \
-                     (another message's, or an older owner's); they are removed and the \
-                     batch is written again",
+                foreign.push(format!(
+                    "{}: sequence numbers {}..{}",
                     g.episode, g.plan.counted_from, g.plan.count_to
-                )));
+                ));
             }
+        }
+        if !foreign.is_empty() {
+            return Err(IngestError::Inconsistent(format!(
+                "{} held entries this worker did not write (another message's, or an older \
+                 owner's); they are removed and the batch is written again",
+                foreign.join("; ")
+            )));
         }
     }
     worker.faults.at(FaultPoint::IngestAfterInsert).await?;

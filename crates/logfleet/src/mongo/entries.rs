@@ -124,6 +124,13 @@ impl MongoStore {
     /// wrote, or no ingest-worker at all. A newer owner's entries stay: a worker that paused
     /// before this delete cannot remove what its successor wrote and counted meanwhile.
     /// (Two deletes, not one `$or`: the portable subset of the servers, `docs/mongodb-servers.md`.)
+    /// A failed owner's batch can leave hundreds of thousands, so the range is deleted a window
+    /// of [`DELETE_WINDOW`] sequence numbers at a time: no delete matches more than FerretDB
+    /// takes (F4), and no find is needed, which costs a scan there. An open range (`hi` =
+    /// `i64::MAX`, another owner's leftovers from the frontier up) ends at the first window
+    /// that was not full: leftovers are numbered up from the frontier, and any left beyond a
+    /// gap are found and removed by the batch that numbers over them, as every batch checks
+    /// its range after a duplicate. Most clean-ups are so one window: two deletes.
     pub async fn delete_uncounted_entries(
         &self,
         ep: &EpisodeId,
@@ -131,21 +138,31 @@ impl MongoStore {
         hi: i64,
         epoch: i64,
     ) -> Result<u64, MongoError> {
-        let range = doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": lo, "$lt": hi}};
         let mut deleted = 0;
-        for writer in [
-            doc! {"ingestEpoch": {"$lte": epoch}},
-            doc! {"ingestEpoch": {"$exists": false}},
-        ] {
-            let mut filter = range.clone();
-            filter.extend(writer);
-            deleted += self
-                .timed(
-                    "delete uncounted entries",
-                    self.entries.delete_many(filter).into_future(),
-                )
-                .await?
-                .deleted_count;
+        let mut start = lo;
+        while start < hi {
+            let end = hi.min(start.saturating_add(DELETE_WINDOW));
+            let range =
+                doc! {"episodeId": ep.as_str(), "sequenceNumber": {"$gte": start, "$lt": end}};
+            let before = deleted;
+            for writer in [
+                doc! {"ingestEpoch": {"$lte": epoch}},
+                doc! {"ingestEpoch": {"$exists": false}},
+            ] {
+                let mut filter = range.clone();
+                filter.extend(writer);
+                deleted += self
+                    .timed(
+                        "delete uncounted entries",
+                        self.entries.delete_many(filter).into_future(),
+                    )
+                    .await?
+                    .deleted_count;
+            }
+            if hi == i64::MAX && deleted - before < DELETE_WINDOW as u64 {
+                break;
+            }
+            start = end;
         }
         Ok(deleted)
     }
