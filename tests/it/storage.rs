@@ -139,27 +139,30 @@ async fn duplicate_rows_under_a_unique_index_are_a_fatal_start_up_error() {
     env.cleanup().await;
 }
 
+/// A one-log message's entry at `seq`, written under `epoch` (`None`: by no ingest-worker).
+fn entry(ep: &EpisodeId, seq: i64, now: bson::DateTime, epoch: Option<i64>) -> LogEntry {
+    LogEntry {
+        id: ObjectId::new(),
+        episode_id: ep.clone(),
+        timestamp: now,
+        level: LogLevel::Info,
+        message: format!("line {seq}"),
+        metadata: None,
+        sequence_number: seq,
+        created_at: now,
+        message_logs: Some(1),
+        message_digest: Some(0),
+        ingest_epoch: epoch,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archived_entries_are_deleted_however_many() {
     let env = TestEnv::new("storage-delete", |_| {}).await;
     let ep = EpisodeId::parse("many").unwrap();
     let now = bson::DateTime::now();
     let n = 40_000;
-    let entries: Vec<LogEntry> = (0..n)
-        .map(|i| LogEntry {
-            id: ObjectId::new(),
-            episode_id: ep.clone(),
-            timestamp: now,
-            level: LogLevel::Info,
-            message: format!("line {i}"),
-            metadata: None,
-            sequence_number: i,
-            created_at: now,
-            message_logs: None,
-            message_digest: None,
-            ingest_epoch: None,
-        })
-        .collect();
+    let entries: Vec<LogEntry> = (0..n).map(|i| entry(&ep, i, now, None)).collect();
     for part in entries.chunks(10_000) {
         env.store.insert_entries(part).await.unwrap();
     }
@@ -189,19 +192,7 @@ async fn uncounted_entries_are_deleted_however_many() {
         _ => Some(5),
     };
     let entries: Vec<LogEntry> = (0..71_000)
-        .map(|i| LogEntry {
-            id: ObjectId::new(),
-            episode_id: ep.clone(),
-            timestamp: now,
-            level: LogLevel::Info,
-            message: format!("line {i}"),
-            metadata: None,
-            sequence_number: i,
-            created_at: now,
-            message_logs: Some(1),
-            message_digest: Some(0),
-            ingest_epoch: epoch_of(i),
-        })
+        .map(|i| entry(&ep, i, now, epoch_of(i)))
         .collect();
     for part in entries.chunks(10_000) {
         env.store.insert_entries(part).await.unwrap();

@@ -694,19 +694,9 @@ return { edge: edge.textContent, reads: readsAfterFailure, note: note.textConten
         "other statuses are shown generically"
     );
 
-    // --- Follow: a new log within 2 s; pause; resume without a gap. -------------------------
+    // --- Follow: a new log shows; pause; resume without a gap. ---------------------------------
     b.open_afresh(&format!("{base}/#/e/{MAIN}")).await;
-    b.run(
-        r#"
-await waitFor(() => $$('#logs .row').length, 'rows');
-await idle();
-$('#follow').click();
-await waitFor(() => $('#follow-state').dataset.state === 'following' && $('#logs .edge-end'), 'following');
-await idle();
-"#,
-        json!({}),
-    )
-    .await;
+    b.start_following().await;
     let state = b
         .run(
             "return { text: $('#follow-state').textContent, pressed: $('#follow').getAttribute('aria-pressed'), last: rows().at(-1), edge: $('#logs .edge-end').textContent };",
@@ -886,15 +876,7 @@ await waitFor(() => $('#dl-status') && $('#dl-status').dataset.lines, 'the downl
         "{dl}"
     );
     assert_eq!(dl["open"], false);
-    b.run(
-        r#"
-$('#follow').click();
-await waitFor(() => $('#follow-state').dataset.state === 'following' && $('#logs .edge-end'), 'following with a token');
-await idle();
-"#,
-        json!({}),
-    )
-    .await;
+    b.start_following().await;
     let mut p3 = probe(3, "follow probe 3 with a token");
     p3.level = LogLevel::Error;
     env.publish(MAIN, &single_body(MAIN, &p3), Some("probe-3"))

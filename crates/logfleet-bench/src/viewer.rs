@@ -76,16 +76,7 @@ return performance.getEntriesByName('logfleet:render')
     }
 
     progress("viewer: follow");
-    browser
-        .run(
-            r#"
-$('#follow').click();
-await waitFor(() => $('#follow-state').dataset.state === 'following' && $('#logs .edge-end'), 'following');
-await idle();
-"#,
-            json!({}),
-        )
-        .await;
+    browser.start_following().await;
     let mut follows = Vec::new();
     for n in 0..FOLLOW_ROUNDS {
         let msg = format!("follow probe {n}");

@@ -253,6 +253,22 @@ const rows = () => $$('#logs .row').sort((a, b) => a.offsetTop - b.offsetTop)
         out["ok"].clone()
     }
 
+    /// Waits for the episode page's rows, clicks Follow and waits until the page follows at
+    /// the end of the list.
+    pub async fn start_following(&self) {
+        self.run(
+            r#"
+await waitFor(() => $$('#logs .row').length, 'rows');
+await idle();
+$('#follow').click();
+await waitFor(() => $('#follow-state').dataset.state === 'following' && $('#logs .edge-end'), 'following');
+await idle();
+"#,
+            json!({}),
+        )
+        .await;
+    }
+
     /// Clicks the element with id `id`, as a user would (WebDriver, not a script).
     pub async fn click(&self, id: &str) {
         self.element(id)
