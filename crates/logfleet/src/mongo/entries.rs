@@ -130,7 +130,7 @@ impl MongoStore {
     /// `i64::MAX`, another owner's leftovers from the frontier up) ends at the first window
     /// that was not full: leftovers are numbered up from the frontier, and any left beyond a
     /// gap are found and removed by the batch that numbers over them, as every batch checks
-    /// its range after a duplicate. Most clean-ups are so one window: two deletes.
+    /// its range after a duplicate. Most clean-ups thus take one window: two deletes.
     pub async fn delete_uncounted_entries(
         &self,
         ep: &EpisodeId,
