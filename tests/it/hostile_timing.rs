@@ -18,7 +18,7 @@ use logfleet::metrics::{ArchiveMetrics, IngestMetrics};
 use logfleet::mongo::{Decision, MongoError};
 use logfleet::object_store::ObjectStore;
 use logfleet_testkit::{
-    TestEnv, batch_body, broker_drops_connections, make_logs, spawn_archive_run,
+    HandOver, TestEnv, batch_body, broker_drops_connections, make_logs, spawn_archive_run,
 };
 
 /// Every object under the episode's prefix with its bytes.
@@ -267,37 +267,16 @@ async fn a_slow_chunk_keeps_its_lease_alive() {
 async fn an_ingest_worker_that_lost_its_channel_writes_nothing() {
     let env = TestEnv::new("zombie", |s| s.ingest.batch_linger_ms = 2).await;
     let ep = "zombie";
-    let a_name = format!("zombie-a-{}", env.settings.mongo.database);
     let pause = PauseAt::new(FaultPoint::IngestAfterPlan, 1, FaultAction::Continue);
-    let (ma, mb) = (
-        Arc::new(IngestMetrics::default()),
-        Arc::new(IngestMetrics::default()),
-    );
-    let a = env.spawn_ingest(IngestOptions {
-        instance: Some(a_name.clone()),
-        faults: Faults::new(pause.clone()),
-        metrics: ma.clone(),
-        http: None,
-    });
-    let logs = make_logs("zombie", 50, 1_764_500_000_000);
-    env.publish(ep, &batch_body(ep, &logs[..10]), Some("zombie-0"))
+    let HandOver {
+        a,
+        b,
+        a_metrics: ma,
+        b_metrics: mb,
+        logs,
+    } = env
+        .hand_over_under_a_pause(ep, &pause, 1_764_500_000_000)
         .await;
-    pause.reached().await;
-    let b = env.spawn_ingest(IngestOptions {
-        instance: Some(format!("standby-b-{}", env.settings.mongo.database)),
-        metrics: mb.clone(),
-        ..Default::default()
-    });
-    assert_eq!(broker_drops_connections(&a_name), 1, "A was connected");
-    for (i, part) in logs[10..].chunks(10).enumerate() {
-        env.publish(
-            ep,
-            &batch_body(ep, part),
-            Some(&format!("zombie-{}", i + 1)),
-        )
-        .await;
-    }
-    env.wait_for_episode(ep, 50, 0).await;
     pause.release();
     env.wait_for("A abandons the batch it held", || async {
         ma.batches_abandoned

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use bson::DateTime;
 use logfleet::domain::{EpisodeId, LogLevel};
-use logfleet::faults::{FaultAction, FaultPoint, Faults, PauseAt};
+use logfleet::faults::{FaultAction, FaultPoint, PauseAt};
 use logfleet::ingest::IngestOptions;
 use logfleet::metrics::IngestMetrics;
 use logfleet::model::{LogEntry, MessageKey};
-use logfleet_testkit::{TestEnv, batch_body, broker_drops_connections, make_logs};
+use logfleet_testkit::{HandOver, TestEnv, batch_body, make_logs};
 
 /// Another message's entry at sequence number 0 of `episode`, uncounted, from no ingest-worker's
 /// epoch: what a dead owner leaves.
@@ -97,42 +97,20 @@ async fn a_clean_up_paused_before_its_delete_leaves_a_newer_owners_entries() {
     // Another message's entry at sequence number 0, uncounted, from no ingest-worker's epoch.
     env.store.insert_entries(&[ghost(&episode)]).await.unwrap();
 
-    let a_name = format!("reclaim-a-{}", env.settings.mongo.database);
     let pause = PauseAt::new(
         FaultPoint::IngestBeforeReclaimDelete,
         1,
         FaultAction::Continue,
     );
-    let (ma, mb) = (
-        Arc::new(IngestMetrics::default()),
-        Arc::new(IngestMetrics::default()),
-    );
-    let a = env.spawn_ingest(IngestOptions {
-        instance: Some(a_name.clone()),
-        faults: Faults::new(pause.clone()),
-        metrics: ma.clone(),
-        http: None,
-    });
-    let logs = make_logs(ep, 50, 1_764_700_000_000);
-    env.publish(ep, &batch_body(ep, &logs[..10]), Some("reclaim-0"))
+    let HandOver {
+        a,
+        b,
+        a_metrics: ma,
+        b_metrics: mb,
+        logs,
+    } = env
+        .hand_over_under_a_pause(ep, &pause, 1_764_700_000_000)
         .await;
-    pause.reached().await;
-
-    let b = env.spawn_ingest(IngestOptions {
-        instance: Some(format!("reclaim-b-{}", env.settings.mongo.database)),
-        metrics: mb.clone(),
-        ..Default::default()
-    });
-    assert_eq!(broker_drops_connections(&a_name), 1, "A was connected");
-    for (i, part) in logs[10..].chunks(10).enumerate() {
-        env.publish(
-            ep,
-            &batch_body(ep, part),
-            Some(&format!("reclaim-{}", i + 1)),
-        )
-        .await;
-    }
-    env.wait_for_episode(ep, 50, 0).await;
     assert!(
         mb.uncounted_reclaimed.get() >= 1,
         "B removed the uncounted entries itself"

@@ -26,6 +26,7 @@ use logfleet::chunk::{LogRecord, chunk_key, decode_chunk};
 use logfleet::config::Settings;
 use logfleet::domain::{EpisodeId, LogLevel};
 use logfleet::ingest::{self, IngestOptions};
+use logfleet::metrics::IngestMetrics;
 use logfleet::model::{LogChunk, LogEntry, LogMetadata};
 use logfleet::mongo::MongoStore;
 use logfleet::object_store::{ObjectStore, S3ObjectStore};
@@ -47,6 +48,18 @@ pub struct TestEnv {
     pub publisher: ConfirmedPublisher,
     /// Set by [`TestEnv::cleanup`]; otherwise `Drop` cleans up (a test that panicked).
     cleaned: bool,
+}
+
+/// What [`TestEnv::hand_over_under_a_pause`] leaves: both workers, their metrics, the logs sent.
+pub struct HandOver {
+    /// The worker held at the pause, its connection dropped.
+    pub a: WorkerHandle<ingest::IngestError>,
+    /// The worker that took the partition over.
+    pub b: WorkerHandle<ingest::IngestError>,
+    pub a_metrics: Arc<IngestMetrics>,
+    pub b_metrics: Arc<IngestMetrics>,
+    /// The 50 logs, in order.
+    pub logs: Vec<SentLog>,
 }
 
 /// A worker running in this process, stoppable on demand.
@@ -268,6 +281,52 @@ impl TestEnv {
             )
             .await
             .expect("publish confirmed");
+    }
+
+    /// A partition changing hands under a held batch: worker A, with `pause`, takes the first
+    /// 10 of 50 logs of `ep` and is held there; B starts; the broker drops A's connection (as a
+    /// consumer timeout or a network partition would); the other 40 are published, 10 per
+    /// message (ids `{ep}-N`), and all 50 are counted (by B). `pause` is still held on return.
+    pub async fn hand_over_under_a_pause(
+        &self,
+        ep: &str,
+        pause: &logfleet::faults::PauseAt,
+        base_ms: i64,
+    ) -> HandOver {
+        let db = &self.settings.mongo.database;
+        let a_name = format!("{ep}-a-{db}");
+        let (a_metrics, b_metrics) = (
+            Arc::new(IngestMetrics::default()),
+            Arc::new(IngestMetrics::default()),
+        );
+        let a = self.spawn_ingest(IngestOptions {
+            instance: Some(a_name.clone()),
+            faults: logfleet::faults::Faults::new(pause.clone()),
+            metrics: a_metrics.clone(),
+            http: None,
+        });
+        let logs = make_logs(ep, 50, base_ms);
+        self.publish(ep, &batch_body(ep, &logs[..10]), Some(&format!("{ep}-0")))
+            .await;
+        pause.reached().await;
+        let b = self.spawn_ingest(IngestOptions {
+            instance: Some(format!("{ep}-b-{db}")),
+            metrics: b_metrics.clone(),
+            ..Default::default()
+        });
+        assert_eq!(broker_drops_connections(&a_name), 1, "A was connected");
+        for (i, part) in logs[10..].chunks(10).enumerate() {
+            self.publish(ep, &batch_body(ep, part), Some(&format!("{ep}-{}", i + 1)))
+                .await;
+        }
+        self.wait_for_episode(ep, 50, 0).await;
+        HandOver {
+            a,
+            b,
+            a_metrics,
+            b_metrics,
+            logs,
+        }
     }
 
     /// Publishes `logs` to `ep` in batch messages of `per_message` logs, one after another,
